@@ -1,0 +1,196 @@
+//! The Ingestion Gate (SPEC §5).
+//!
+//! IG runs in two steps:
+//! 1. [`IgStamper`], called by the source operator for each record of a partition in offset
+//!    order: stateless validation ([`crate::envelope::validate`]), `CLOCK_SKEW`, then lateness
+//!    against the partition watermark (quarantine or clamp) and logical-time assignment.
+//! 2. [`gate`]: windowed dedup by `event_id` over the candidates of all partitions, producing
+//!    the admitted stream and exactly one [`Receipt`] per ingress record.
+
+mod policy;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use timely::dataflow::operators::vec::{Map, Partition};
+use timely::dataflow::operators::Concat;
+use timely::dataflow::StreamVec;
+
+use tidemark_operators::dedup::{DedupDecision, WindowedDedup};
+pub use tidemark_operators::ingest::{Admitted, Candidate, Receipt, ReceiptStatus};
+use tidemark_operators::{LogicalTime, PartitionClock, RawRecord, RecordStamper, Stamped};
+
+use crate::envelope::{validate, Rejection};
+use tidemark_operators::ReasonCode;
+
+pub use policy::{IgPolicy, LatePolicy};
+
+/// What the stamper emits per record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IgItem {
+    /// Passed every stateless and time check; awaits dedup.
+    Candidate(Candidate),
+    /// Rejected; the receipt carries the raw bytes.
+    Quarantined(Receipt),
+}
+
+/// Per-record IG logic run inside the source operator (offset order per partition).
+#[derive(Clone, Debug)]
+pub struct IgStamper {
+    policy: Arc<IgPolicy>,
+    policy_rev: Arc<str>,
+}
+
+impl IgStamper {
+    /// A stamper for `policy`, citing `policy_rev` in every receipt and envelope.
+    pub fn new(policy: Arc<IgPolicy>, policy_rev: impl Into<Arc<str>>) -> Self {
+        IgStamper {
+            policy,
+            policy_rev: policy_rev.into(),
+        }
+    }
+
+    fn quarantine(&self, rec: RawRecord, rej: Rejection, id: Option<(String, String)>) -> IgItem {
+        let (event_id, event_type) = id.unzip();
+        IgItem::Quarantined(Receipt {
+            coord: rec.coord,
+            record_ts: rec.record_ts,
+            status: ReceiptStatus::Quarantined,
+            reason: Some(rej.reason),
+            detail: rej.detail,
+            event_id,
+            event_type,
+            logical_time: None,
+            late_clamped: false,
+            policy_rev: self.policy_rev.to_string(),
+            raw: Some(rec.bytes),
+        })
+    }
+}
+
+impl RecordStamper for IgStamper {
+    type Output = IgItem;
+
+    fn stamp(
+        &mut self,
+        rec: RawRecord,
+        clock: &mut PartitionClock,
+        floor: LogicalTime,
+    ) -> Stamped<IgItem> {
+        let v = match validate(&rec.bytes, &self.policy) {
+            Ok(v) => v,
+            Err(rej) => return Stamped::Now(self.quarantine(rec, rej, None)),
+        };
+        let id = Some((v.event_id.clone(), v.event_type.clone()));
+        let skew = tidemark_operators::time::millis(self.policy.max_future_skew);
+        if v.event_time > rec.record_ts.saturating_add(skew) {
+            let detail = format!(
+                "event time {} is {} ms ahead of record timestamp {} (max {skew})",
+                v.event_time,
+                v.event_time - rec.record_ts,
+                rec.record_ts
+            );
+            let rej = Rejection {
+                reason: ReasonCode::ClockSkew,
+                detail,
+            };
+            return Stamped::Now(self.quarantine(rec, rej, id));
+        }
+        let watermark = clock.watermark().max(floor);
+        let (logical_time, late_clamped) = if v.event_time >= watermark {
+            clock.observe(v.event_time);
+            (v.event_time, false)
+        } else {
+            match self.policy.late_policy {
+                LatePolicy::Clamp => (watermark, true),
+                LatePolicy::Quarantine => {
+                    let detail = format!("event time {} < watermark {watermark}", v.event_time);
+                    let rej = Rejection {
+                        reason: ReasonCode::LateEvent,
+                        detail,
+                    };
+                    return Stamped::Now(self.quarantine(rec, rej, id));
+                }
+            }
+        };
+        let mut object = v.object;
+        object.insert("logical_time".into(), Value::from(logical_time));
+        object.insert("late_clamped".into(), Value::from(late_clamped));
+        object.insert("partition_key".into(), Value::from(v.partition_key.clone()));
+        object.insert(
+            "source".into(),
+            serde_json::json!({"partition": rec.coord.partition, "offset": rec.coord.offset}),
+        );
+        object.insert(
+            "policy_rev".into(),
+            Value::from(self.policy_rev.to_string()),
+        );
+        let envelope = Value::Object(object).to_string();
+        Stamped::At(
+            logical_time,
+            IgItem::Candidate(Candidate {
+                logical_time,
+                event_id: v.event_id,
+                coord: rec.coord,
+                event_type: v.event_type,
+                partition_key: v.partition_key,
+                record_ts: rec.record_ts,
+                late_clamped,
+                envelope,
+            }),
+        )
+    }
+}
+
+/// The outputs of the gate.
+pub struct IgOutputs<'scope> {
+    /// Admitted events (logical time in the data).
+    pub admitted: StreamVec<'scope, LogicalTime, Admitted>,
+    /// One receipt per ingress record.
+    pub receipts: StreamVec<'scope, LogicalTime, Receipt>,
+}
+
+fn receipt_for(c: &Candidate, status: ReceiptStatus, policy_rev: &str) -> Receipt {
+    Receipt {
+        coord: c.coord,
+        record_ts: c.record_ts,
+        status,
+        reason: (status == ReceiptStatus::Duplicate).then_some(ReasonCode::Duplicate),
+        detail: String::new(),
+        event_id: Some(c.event_id.clone()),
+        event_type: Some(c.event_type.clone()),
+        logical_time: Some(c.logical_time),
+        late_clamped: c.late_clamped,
+        policy_rev: policy_rev.to_owned(),
+        raw: None,
+    }
+}
+
+/// Dedups stamped IG items and produces the admitted stream and all receipts.
+pub fn gate<'scope>(
+    items: StreamVec<'scope, LogicalTime, IgItem>,
+    dedup_window_ms: u64,
+    policy_rev: Arc<str>,
+) -> IgOutputs<'scope> {
+    let mut parts = items.partition(2, |item| match item {
+        IgItem::Candidate(c) => (0, Ok(c)),
+        IgItem::Quarantined(r) => (1, Err(r)),
+    });
+    let quarantined = parts.pop().expect("two parts").flat_map(|r| r.err());
+    let candidates = parts.pop().expect("two parts").flat_map(|c| c.ok());
+    let decided = candidates.dedup_window(dedup_window_ms);
+    let rev = policy_rev.clone();
+    let dedup_receipts = decided.clone().map(move |(c, d)| {
+        let status = match d {
+            DedupDecision::First => ReceiptStatus::Admitted,
+            DedupDecision::Duplicate => ReceiptStatus::Duplicate,
+        };
+        receipt_for(&c, status, &rev)
+    });
+    let admitted = decided.flat_map(|(c, d)| (d == DedupDecision::First).then_some(c));
+    IgOutputs {
+        admitted,
+        receipts: quarantined.concat(dedup_receipts),
+    }
+}

@@ -1,0 +1,210 @@
+//! Profiles (SPEC §11): typed, layered (defaults → profile TOML → `TIDEMARK__WIRING__…` env
+//! vars), unknown keys rejected with their path. Each policy section has a revision and a
+//! sha256 digest of its canonical JSON; `policy_rev` cites them all.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use tidemark_dataflows::ig::IgPolicy;
+use tidemark_operators::hashing::sha256_hex;
+
+/// Deployment wiring: where things run. May be overridden by environment variables
+/// (`TIDEMARK__WIRING__WORKERS=2`); never changes semantics.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Wiring {
+    /// Timely worker threads per process. Default 1.
+    pub workers: usize,
+    /// Ingress partitions (topic partition count). Default 4.
+    pub ingress_partitions: u32,
+    /// Object store URL: `file` (local filesystem under `--data`) is the default.
+    pub object_store: String,
+    /// Kafka bootstrap servers (used from #4 on). Default `127.0.0.1:9092`.
+    pub brokers: String,
+    /// Records read per partition per source activation. Default 4096.
+    pub source_batch: usize,
+}
+
+impl Default for Wiring {
+    fn default() -> Self {
+        Wiring {
+            workers: 1,
+            ingress_partitions: 4,
+            object_store: "file".into(),
+            brokers: "127.0.0.1:9092".into(),
+            source_batch: 4096,
+        }
+    }
+}
+
+/// Archive layout policy: how admitted events are cut into files.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchivePolicy {
+    /// Revision of this section. Default 1.
+    pub revision: u32,
+    /// Files close per this interval of logical time. Default `1h`.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Fixed number of buckets per interval (independent of worker count). Default 4.
+    pub buckets: u32,
+    /// Receipts per receipt file (offset chunk size). Default 100000.
+    pub receipts_chunk: u64,
+}
+
+impl Default for ArchivePolicy {
+    fn default() -> Self {
+        ArchivePolicy {
+            revision: 1,
+            interval: Duration::from_secs(3600),
+            buckets: 4,
+            receipts_chunk: 100_000,
+        }
+    }
+}
+
+/// A whole profile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Profile {
+    /// Profile name (`local`, `dev`, `prod`).
+    pub name: String,
+    /// Wiring.
+    pub wiring: Wiring,
+    /// IG policy.
+    pub ig: IgPolicy,
+    /// Archive policy.
+    pub archive: ArchivePolicy,
+}
+
+impl Default for Profile {
+    fn default() -> Self {
+        Profile {
+            name: "default".into(),
+            wiring: Wiring::default(),
+            ig: IgPolicy::default(),
+            archive: ArchivePolicy::default(),
+        }
+    }
+}
+
+/// The profiles shipped with tidemark, embedded so the binary works from any directory.
+pub const EMBEDDED: [(&str, &str); 3] = [
+    ("local", include_str!("../../profiles/local.toml")),
+    ("dev", include_str!("../../profiles/dev.toml")),
+    ("prod", include_str!("../../profiles/prod.toml")),
+];
+
+/// Where a profile came from.
+#[derive(Clone, Debug)]
+pub enum ProfileSource {
+    /// A file on disk.
+    File(PathBuf),
+    /// A profile embedded in the binary.
+    Embedded(&'static str),
+}
+
+/// Resolves `--profile NAME|PATH`: a path (contains `/` or ends in `.toml`) must exist; a name
+/// is looked up as `profiles/NAME.toml` in the working directory, then among the embedded ones.
+pub fn resolve(profile: &str) -> Result<ProfileSource> {
+    if profile.contains('/') || profile.ends_with(".toml") {
+        let p = PathBuf::from(profile);
+        if !p.is_file() {
+            bail!("profile file {} does not exist", p.display());
+        }
+        return Ok(ProfileSource::File(p));
+    }
+    let local = Path::new("profiles").join(format!("{profile}.toml"));
+    if local.is_file() {
+        return Ok(ProfileSource::File(local));
+    }
+    match EMBEDDED.iter().find(|(n, _)| *n == profile) {
+        Some((_, text)) => Ok(ProfileSource::Embedded(text)),
+        None => bail!(
+            "unknown profile {profile:?}: no profiles/{profile}.toml here and no embedded profile of that name (known: local, dev, prod)"
+        ),
+    }
+}
+
+/// Loads a profile in layers: defaults → profile TOML → `TIDEMARK__WIRING__*` env vars.
+pub fn load(profile: &str) -> Result<Profile> {
+    let source = resolve(profile)?;
+    let base = Figment::from(Serialized::defaults(Profile::default()));
+    let fig = match &source {
+        ProfileSource::File(p) => base.merge(Toml::file_exact(p)),
+        ProfileSource::Embedded(text) => base.merge(Toml::string(text)),
+    };
+    let fig = fig.merge(
+        Env::prefixed("TIDEMARK__")
+            .split("__")
+            .filter(|k| k.as_str().starts_with("wiring")),
+    );
+    let loaded: Profile = fig.extract().map_err(|e| {
+        let msgs: Vec<String> = e
+            .into_iter()
+            .map(|e| {
+                let path = e.path.join(".");
+                if path.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("{e} (at key `{path}`)")
+                }
+            })
+            .collect();
+        anyhow::anyhow!("invalid profile {profile}: {}", msgs.join("; "))
+    })?;
+    validate(&loaded).with_context(|| format!("invalid profile {profile}"))?;
+    Ok(loaded)
+}
+
+fn validate(p: &Profile) -> Result<()> {
+    if p.wiring.workers == 0 {
+        bail!("wiring.workers must be at least 1");
+    }
+    if p.archive.buckets == 0 {
+        bail!("archive.buckets must be at least 1");
+    }
+    if p.archive.interval.as_millis() == 0 {
+        bail!("archive.interval must be positive");
+    }
+    Ok(())
+}
+
+/// sha256 (hex) of a section's canonical JSON (serde_json, struct field order, durations as
+/// humantime strings).
+pub fn digest<T: Serialize>(section: &T) -> String {
+    sha256_hex(&serde_json::to_vec(section).unwrap_or_default())
+}
+
+impl Profile {
+    /// `policy_rev`: `ig@<rev>:<digest[..12]>,archive@<rev>:<digest[..12]>`.
+    pub fn policy_rev(&self) -> String {
+        format!(
+            "ig@{}:{},archive@{}:{}",
+            self.ig.revision,
+            &digest(&self.ig)[..12],
+            self.archive.revision,
+            &digest(&self.archive)[..12]
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_rev_changes_with_policy_not_wiring() {
+        let a = Profile::default();
+        let mut b = a.clone();
+        b.wiring.workers = 8;
+        assert_eq!(a.policy_rev(), b.policy_rev());
+        b.ig.allowed_lateness = Duration::from_secs(1);
+        assert_ne!(a.policy_rev(), b.policy_rev());
+    }
+}

@@ -1,0 +1,94 @@
+//! Types the Ingestion Gate produces and the sinks persist: receipts and admitted events.
+
+use serde::{Deserialize, Serialize};
+
+use crate::dedup::DedupKeyed;
+use crate::reason::ReasonCode;
+use crate::record::SourceCoord;
+use crate::time::LogicalTime;
+
+/// Receipt status (SPEC §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReceiptStatus {
+    /// Admitted to the traffic/control log.
+    Admitted,
+    /// Rejected with a reason; raw bytes kept under `ig/quarantine/`.
+    Quarantined,
+    /// Passed every check but is a duplicate of a record seen within the dedup window.
+    Duplicate,
+}
+
+impl ReceiptStatus {
+    /// Stable string form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReceiptStatus::Admitted => "ADMITTED",
+            ReceiptStatus::Quarantined => "QUARANTINED",
+            ReceiptStatus::Duplicate => "DUPLICATE",
+        }
+    }
+}
+
+/// Exactly one per ingress record.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Ingress coordinates.
+    pub coord: SourceCoord,
+    /// Ingress record timestamp (epoch ms).
+    pub record_ts: u64,
+    /// Outcome.
+    pub status: ReceiptStatus,
+    /// Reason code for QUARANTINED and DUPLICATE.
+    pub reason: Option<ReasonCode>,
+    /// Human-readable detail (field path, watermark, …); empty when admitted.
+    pub detail: String,
+    /// `event_id`, when the record got far enough to have one.
+    pub event_id: Option<String>,
+    /// `event_type`, when known.
+    pub event_type: Option<String>,
+    /// Assigned logical time (ADMITTED and DUPLICATE).
+    pub logical_time: Option<LogicalTime>,
+    /// Whether the logical time was clamped to the watermark.
+    pub late_clamped: bool,
+    /// The policy revision in force.
+    pub policy_rev: String,
+    /// Raw bytes, kept for QUARANTINED records only.
+    pub raw: Option<Vec<u8>>,
+}
+
+/// A record that passed every check but dedup, with its canonical admitted envelope.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Candidate {
+    /// Assigned logical time.
+    pub logical_time: LogicalTime,
+    /// `event_id`.
+    pub event_id: String,
+    /// Ingress coordinates.
+    pub coord: SourceCoord,
+    /// `event_type`.
+    pub event_type: String,
+    /// `payload.account_id` or the event type.
+    pub partition_key: String,
+    /// Ingress record timestamp.
+    pub record_ts: u64,
+    /// Clamped to the watermark.
+    pub late_clamped: bool,
+    /// Canonical admitted envelope: compact JSON, keys sorted, IG fields added.
+    pub envelope: String,
+}
+
+impl DedupKeyed for Candidate {
+    fn dedup_key(&self) -> &str {
+        &self.event_id
+    }
+    fn time(&self) -> LogicalTime {
+        self.logical_time
+    }
+    fn tiebreak(&self) -> (u32, u64) {
+        (self.coord.partition, self.coord.offset)
+    }
+}
+
+/// An admitted event (a candidate that was not a duplicate).
+pub type Admitted = Candidate;

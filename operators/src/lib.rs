@@ -1,0 +1,24 @@
+//! Generic timely/differential building blocks for tidemark and the small shared types every
+//! other crate speaks: logical time, raw ingress records and their coordinates, per-partition
+//! watermark clocks, stable hashing and bucketing, interval closing and windowed dedup.
+//!
+//! Nothing in this crate performs I/O; every operator here is a pure function of its input
+//! streams and their frontiers, which is what makes online runs and replays agree.
+
+pub mod dedup;
+pub mod failures;
+pub mod hashing;
+pub mod ingest;
+pub mod interval;
+pub mod reason;
+pub mod record;
+pub mod time;
+pub mod watermark;
+
+pub use dedup::{DedupDecision, DedupKeyed, WindowedDedup};
+pub use failures::Failures;
+pub use interval::{CloseIntervals, ClosedBatch};
+pub use reason::ReasonCode;
+pub use record::{PartitionBasis, RawRecord, SourceCoord};
+pub use time::LogicalTime;
+pub use watermark::{PartitionClock, RecordStamper, Stamped, WorkerClock};

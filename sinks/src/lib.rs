@@ -1,0 +1,21 @@
+//! tidemark sinks: everything that writes primary truths.
+//!
+//! - [`store`]: a write-once view of an `object_store` (local filesystem by default): writing
+//!   the same object again with identical bytes is a no-op, with different bytes an error.
+//! - [`parquet`]: canonical Parquet encodings of archive rows, receipts and quarantine records
+//!   (fixed row-group size, fixed writer metadata) and their decoders.
+//! - [`manifest`]: the archive manifest (files, sha256, row counts, logical-time ranges, basis).
+//! - [`writers`]: timely operators that encode closed batches and receipt chunks, write them,
+//!   and assemble the manifest once the run's frontier is complete.
+//! - [`layout`]: object paths under the prefixes of SPEC §2.
+
+pub mod error;
+pub mod layout;
+pub mod manifest;
+pub mod parquet;
+pub mod store;
+pub mod writers;
+
+pub use error::SinkError;
+pub use manifest::{FileEntry, FileKind, Manifest};
+pub use store::{PutOutcome, WriteOnceStore};

@@ -1,0 +1,300 @@
+//! Canonical Parquet encodings (docs/archive-format.md).
+//!
+//! Files are written with fixed writer properties: Snappy compression, row groups of exactly
+//! [`ROW_GROUP_ROWS`] rows (the last one shorter), `created_by = "tidemark"`. Rows arrive
+//! sorted, so identical row sets always give identical bytes, whatever the batch boundaries,
+//! worker count or run.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BinaryArray, BooleanArray, RecordBatch, StringArray, UInt32Array, UInt64Array,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use bytes::Bytes;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+use tidemark_operators::ingest::{Admitted, Receipt, ReceiptStatus};
+use tidemark_operators::{ReasonCode, SourceCoord};
+
+use crate::error::SinkError;
+
+/// Rows per Parquet row group.
+pub const ROW_GROUP_ROWS: usize = 8192;
+
+fn props() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_created_by("tidemark".to_owned())
+        .build()
+}
+
+fn encode(schema: SchemaRef, columns: Vec<ArrayRef>, path: &str) -> Result<Vec<u8>, SinkError> {
+    let bug = |e: &dyn std::fmt::Display| SinkError::Bug(format!("encoding {path}: {e}"));
+    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| bug(&e))?;
+    let mut out = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut out, schema, Some(props())).map_err(|e| bug(&e))?;
+    writer.write(&batch).map_err(|e| bug(&e))?;
+    writer.close().map_err(|e| bug(&e))?;
+    Ok(out)
+}
+
+/// Reads every record batch of a Parquet file.
+pub fn read_batches(bytes: Bytes, path: &str) -> Result<Vec<RecordBatch>, SinkError> {
+    let corrupt = |e: &dyn std::fmt::Display| SinkError::Corrupt {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(|e| corrupt(&e))?
+        .build()
+        .map_err(|e| corrupt(&e))?;
+    reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| corrupt(&e))
+}
+
+/// The number of rows recorded in a Parquet file's footer.
+pub fn row_count(bytes: Bytes, path: &str) -> Result<u64, SinkError> {
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| SinkError::Corrupt {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+    Ok(u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0))
+}
+
+fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str, path: &str) -> Result<&'a T, SinkError> {
+    b.column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| SinkError::Corrupt {
+            path: path.to_owned(),
+            message: format!("missing or mistyped column {name}"),
+        })
+}
+
+fn opt_str(a: &StringArray, i: usize) -> Option<String> {
+    (!a.is_null(i)).then(|| a.value(i).to_owned())
+}
+
+/// Schema of archive files.
+pub fn archive_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("logical_time", DataType::UInt64, false),
+        Field::new("event_id", DataType::Utf8, false),
+        Field::new("source_partition", DataType::UInt32, false),
+        Field::new("source_offset", DataType::UInt64, false),
+        Field::new("event_type", DataType::Utf8, false),
+        Field::new("partition_key", DataType::Utf8, false),
+        Field::new("record_ts", DataType::UInt64, false),
+        Field::new("late_clamped", DataType::Boolean, false),
+        Field::new("envelope", DataType::Utf8, false),
+    ]))
+}
+
+/// Encodes sorted admitted rows as an archive file.
+pub fn encode_archive(rows: &[Admitted], path: &str) -> Result<Vec<u8>, SinkError> {
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(UInt64Array::from_iter_values(
+            rows.iter().map(|r| r.logical_time),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.event_id.as_str()),
+        )),
+        Arc::new(UInt32Array::from_iter_values(
+            rows.iter().map(|r| r.coord.partition),
+        )),
+        Arc::new(UInt64Array::from_iter_values(
+            rows.iter().map(|r| r.coord.offset),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.event_type.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.partition_key.as_str()),
+        )),
+        Arc::new(UInt64Array::from_iter_values(
+            rows.iter().map(|r| r.record_ts),
+        )),
+        Arc::new(BooleanArray::from_iter(
+            rows.iter().map(|r| Some(r.late_clamped)),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.envelope.as_str()),
+        )),
+    ];
+    encode(archive_schema(), columns, path)
+}
+
+/// Decodes an archive file.
+pub fn decode_archive(bytes: Bytes, path: &str) -> Result<Vec<Admitted>, SinkError> {
+    let mut out = Vec::new();
+    for b in read_batches(bytes, path)? {
+        let lt = col::<UInt64Array>(&b, "logical_time", path)?;
+        let id = col::<StringArray>(&b, "event_id", path)?;
+        let sp = col::<UInt32Array>(&b, "source_partition", path)?;
+        let so = col::<UInt64Array>(&b, "source_offset", path)?;
+        let et = col::<StringArray>(&b, "event_type", path)?;
+        let pk = col::<StringArray>(&b, "partition_key", path)?;
+        let rt = col::<UInt64Array>(&b, "record_ts", path)?;
+        let lc = col::<BooleanArray>(&b, "late_clamped", path)?;
+        let env = col::<StringArray>(&b, "envelope", path)?;
+        for i in 0..b.num_rows() {
+            out.push(Admitted {
+                logical_time: lt.value(i),
+                event_id: id.value(i).to_owned(),
+                coord: SourceCoord {
+                    partition: sp.value(i),
+                    offset: so.value(i),
+                },
+                event_type: et.value(i).to_owned(),
+                partition_key: pk.value(i).to_owned(),
+                record_ts: rt.value(i),
+                late_clamped: lc.value(i),
+                envelope: env.value(i).to_owned(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Schema of receipt files.
+pub fn receipts_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("source_partition", DataType::UInt32, false),
+        Field::new("source_offset", DataType::UInt64, false),
+        Field::new("record_ts", DataType::UInt64, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("reason", DataType::Utf8, true),
+        Field::new("detail", DataType::Utf8, false),
+        Field::new("event_id", DataType::Utf8, true),
+        Field::new("event_type", DataType::Utf8, true),
+        Field::new("logical_time", DataType::UInt64, true),
+        Field::new("late_clamped", DataType::Boolean, false),
+        Field::new("policy_rev", DataType::Utf8, false),
+    ]))
+}
+
+fn receipt_columns(rows: &[Receipt]) -> Vec<ArrayRef> {
+    vec![
+        Arc::new(UInt32Array::from_iter_values(
+            rows.iter().map(|r| r.coord.partition),
+        )),
+        Arc::new(UInt64Array::from_iter_values(
+            rows.iter().map(|r| r.coord.offset),
+        )),
+        Arc::new(UInt64Array::from_iter_values(
+            rows.iter().map(|r| r.record_ts),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.status.as_str()),
+        )),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|r| r.reason.map(ReasonCode::as_str)),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.detail.as_str()),
+        )),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|r| r.event_id.as_deref()),
+        )),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|r| r.event_type.as_deref()),
+        )),
+        Arc::new(UInt64Array::from_iter(rows.iter().map(|r| r.logical_time))),
+        Arc::new(BooleanArray::from_iter(
+            rows.iter().map(|r| Some(r.late_clamped)),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.policy_rev.as_str()),
+        )),
+    ]
+}
+
+/// Encodes receipts sorted by offset (raw bytes are not part of receipts).
+pub fn encode_receipts(rows: &[Receipt], path: &str) -> Result<Vec<u8>, SinkError> {
+    encode(receipts_schema(), receipt_columns(rows), path)
+}
+
+/// Schema of quarantine files: the receipt columns plus the raw bytes.
+pub fn quarantine_schema() -> SchemaRef {
+    let mut fields: Vec<Field> = receipts_schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new("raw", DataType::Binary, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// Encodes quarantined receipts with their raw bytes.
+pub fn encode_quarantine(rows: &[Receipt], path: &str) -> Result<Vec<u8>, SinkError> {
+    let mut columns = receipt_columns(rows);
+    columns.push(Arc::new(BinaryArray::from_iter_values(
+        rows.iter().map(|r| r.raw.as_deref().unwrap_or_default()),
+    )));
+    encode(quarantine_schema(), columns, path)
+}
+
+fn parse_status(s: &str, path: &str) -> Result<ReceiptStatus, SinkError> {
+    match s {
+        "ADMITTED" => Ok(ReceiptStatus::Admitted),
+        "QUARANTINED" => Ok(ReceiptStatus::Quarantined),
+        "DUPLICATE" => Ok(ReceiptStatus::Duplicate),
+        other => Err(SinkError::Corrupt {
+            path: path.to_owned(),
+            message: format!("unknown receipt status {other}"),
+        }),
+    }
+}
+
+/// Decodes a receipts or quarantine file (the latter fills `raw`).
+pub fn decode_receipts(bytes: Bytes, path: &str) -> Result<Vec<Receipt>, SinkError> {
+    let mut out = Vec::new();
+    for b in read_batches(bytes, path)? {
+        let sp = col::<UInt32Array>(&b, "source_partition", path)?;
+        let so = col::<UInt64Array>(&b, "source_offset", path)?;
+        let rt = col::<UInt64Array>(&b, "record_ts", path)?;
+        let st = col::<StringArray>(&b, "status", path)?;
+        let rs = col::<StringArray>(&b, "reason", path)?;
+        let de = col::<StringArray>(&b, "detail", path)?;
+        let id = col::<StringArray>(&b, "event_id", path)?;
+        let et = col::<StringArray>(&b, "event_type", path)?;
+        let lt = col::<UInt64Array>(&b, "logical_time", path)?;
+        let lc = col::<BooleanArray>(&b, "late_clamped", path)?;
+        let pr = col::<StringArray>(&b, "policy_rev", path)?;
+        let raw = b
+            .column_by_name("raw")
+            .and_then(|c| c.as_any().downcast_ref::<BinaryArray>());
+        for i in 0..b.num_rows() {
+            let reason = match opt_str(rs, i) {
+                None => None,
+                Some(s) => Some(ReasonCode::parse(&s).ok_or_else(|| SinkError::Corrupt {
+                    path: path.to_owned(),
+                    message: format!("unknown reason code {s}"),
+                })?),
+            };
+            out.push(Receipt {
+                coord: SourceCoord {
+                    partition: sp.value(i),
+                    offset: so.value(i),
+                },
+                record_ts: rt.value(i),
+                status: parse_status(st.value(i), path)?,
+                reason,
+                detail: de.value(i).to_owned(),
+                event_id: opt_str(id, i),
+                event_type: opt_str(et, i),
+                logical_time: (!lt.is_null(i)).then(|| lt.value(i)),
+                late_clamped: lc.value(i),
+                policy_rev: pr.value(i).to_owned(),
+                raw: raw.map(|r| r.value(i).to_vec()),
+            });
+        }
+    }
+    Ok(out)
+}

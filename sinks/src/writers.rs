@@ -1,0 +1,286 @@
+//! Timely operators that write primary truths and assemble the manifest.
+//!
+//! Each writer holds one capability that trails its input frontier, so downstream (the
+//! manifest writer) sees its file entries before the frontier completes. Failures are recorded
+//! in [`Failures`] instead of panicking the worker.
+
+use std::collections::BTreeMap;
+
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::StreamVec;
+
+use tidemark_operators::hashing::sha256_hex;
+use tidemark_operators::ingest::{Admitted, Receipt, ReceiptStatus};
+use tidemark_operators::{ClosedBatch, Failures, LogicalTime, PartitionBasis};
+
+use crate::layout;
+use crate::manifest::{basis_id, FileEntry, FileKind, Manifest, ReceiptCounts, MANIFEST_FORMAT};
+use crate::parquet::{encode_archive, encode_quarantine, encode_receipts};
+use crate::store::WriteOnceStore;
+
+fn trail(
+    cap: &mut Option<Capability<LogicalTime>>,
+    frontier: &timely::progress::frontier::MutableAntichain<LogicalTime>,
+) {
+    if let Some(c) = cap.as_mut() {
+        match frontier.frontier().iter().min() {
+            Some(t) if t > c.time() => c.downgrade(t),
+            Some(_) => {}
+            None => *cap = None,
+        }
+    }
+}
+
+fn put(
+    store: &WriteOnceStore,
+    failures: &Failures,
+    path: &str,
+    bytes: Vec<u8>,
+) -> Option<(String, u64)> {
+    let sha = sha256_hex(&bytes);
+    let len = bytes.len() as u64;
+    match store.put_once(path, bytes) {
+        Ok(_) => Some((sha, len)),
+        Err(e) => {
+            failures.push(e.to_string());
+            None
+        }
+    }
+}
+
+/// Writes closed archive batches as Parquet files; emits one [`FileEntry`] per file.
+pub fn write_archive<'scope>(
+    batches: StreamVec<'scope, LogicalTime, ClosedBatch<Admitted>>,
+    store: WriteOnceStore,
+    failures: Failures,
+) -> StreamVec<'scope, LogicalTime, FileEntry> {
+    batches.unary(Pipeline, "WriteArchive", move |_cap, _info| {
+        move |input, output| {
+            input.for_each_stamp(|cap, data| {
+                let Some(cap) = cap.retain_least(output.output_index()) else {
+                    return;
+                };
+                let mut session = output.session(&cap);
+                for batch in data {
+                    for b in batch.drain(..) {
+                        let path = layout::archive_file(b.interval_start, b.bucket);
+                        let bytes = match encode_archive(&b.rows, &path) {
+                            Ok(bytes) => bytes,
+                            Err(e) => {
+                                failures.push(e.to_string());
+                                continue;
+                            }
+                        };
+                        if let Some((sha256, len)) = put(&store, &failures, &path, bytes) {
+                            session.give(FileEntry {
+                                path,
+                                kind: FileKind::Archive,
+                                sha256,
+                                bytes: len,
+                                rows: b.rows.len() as u64,
+                                min_logical_time: b.rows.iter().map(|r| r.logical_time).min(),
+                                max_logical_time: b.rows.iter().map(|r| r.logical_time).max(),
+                                partition: None,
+                                first_offset: None,
+                                last_offset: None,
+                                counts: None,
+                            });
+                        }
+                    }
+                }
+            });
+        }
+    })
+}
+
+fn write_receipt_chunk(
+    rows: &mut [Receipt],
+    store: &WriteOnceStore,
+    failures: &Failures,
+) -> Vec<FileEntry> {
+    rows.sort();
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+        return Vec::new();
+    };
+    let (p, lo, hi) = (first.coord.partition, first.coord.offset, last.coord.offset);
+    let mut counts = ReceiptCounts::default();
+    for r in rows.iter() {
+        match r.status {
+            ReceiptStatus::Admitted => counts.admitted += 1,
+            ReceiptStatus::Quarantined => counts.quarantined += 1,
+            ReceiptStatus::Duplicate => counts.duplicate += 1,
+        }
+    }
+    let mut out = Vec::new();
+    let entry = |path: String, kind, sha256, bytes, rows, counts| FileEntry {
+        path,
+        kind,
+        sha256,
+        bytes,
+        rows,
+        min_logical_time: None,
+        max_logical_time: None,
+        partition: Some(p),
+        first_offset: Some(lo),
+        last_offset: Some(hi),
+        counts,
+    };
+    let path = layout::receipts_file(p, lo, hi);
+    match encode_receipts(rows, &path) {
+        Ok(bytes) => {
+            if let Some((sha, len)) = put(store, failures, &path, bytes) {
+                out.push(entry(
+                    path,
+                    FileKind::Receipts,
+                    sha,
+                    len,
+                    rows.len() as u64,
+                    Some(counts),
+                ));
+            }
+        }
+        Err(e) => failures.push(e.to_string()),
+    }
+    let quarantined: Vec<Receipt> = rows
+        .iter()
+        .filter(|r| r.status == ReceiptStatus::Quarantined)
+        .cloned()
+        .collect();
+    if !quarantined.is_empty() {
+        let path = layout::quarantine_file(p, lo, hi);
+        match encode_quarantine(&quarantined, &path) {
+            Ok(bytes) => {
+                if let Some((sha, len)) = put(store, failures, &path, bytes) {
+                    out.push(entry(
+                        path,
+                        FileKind::Quarantine,
+                        sha,
+                        len,
+                        quarantined.len() as u64,
+                        None,
+                    ));
+                }
+            }
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    out
+}
+
+/// Writes receipts (and quarantine records) per partition in chunks of `chunk` offsets:
+/// chunk `k` of partition `p` covers offsets `[k*chunk, (k+1)*chunk)` and is written as soon
+/// as all its receipts are in; the last, partial chunk when the input completes.
+pub fn write_receipts<'scope>(
+    receipts: StreamVec<'scope, LogicalTime, Receipt>,
+    chunk: u64,
+    store: WriteOnceStore,
+    failures: Failures,
+) -> StreamVec<'scope, LogicalTime, FileEntry> {
+    let chunk = chunk.max(1);
+    let pact = Exchange::new(|r: &Receipt| u64::from(r.coord.partition));
+    receipts.unary_frontier(pact, "WriteReceipts", move |cap, _info| {
+        let mut cap = Some(cap);
+        let mut open: BTreeMap<(u32, u64), Vec<Receipt>> = BTreeMap::new();
+        move |(input, frontier), output| {
+            let mut done = Vec::new();
+            input.for_each_stamp(|_cap, data| {
+                for batch in data {
+                    for r in batch.drain(..) {
+                        let key = (r.coord.partition, r.coord.offset / chunk);
+                        let rows = open.entry(key).or_default();
+                        rows.push(r);
+                        if rows.len() as u64 == chunk {
+                            done.push(key);
+                        }
+                    }
+                }
+            });
+            let finished = frontier.frontier().is_empty();
+            if finished {
+                done = open.keys().copied().collect();
+            }
+            if let Some(c) = cap.as_ref() {
+                let mut session = output.session(c);
+                for key in done {
+                    if let Some(mut rows) = open.remove(&key) {
+                        for e in write_receipt_chunk(&mut rows, &store, &failures) {
+                            session.give(e);
+                        }
+                    }
+                }
+            }
+            trail(&mut cap, frontier);
+        }
+    })
+}
+
+/// Fixed facts the manifest records about a run's configuration.
+#[derive(Clone, Debug)]
+pub struct ManifestMeta {
+    /// Policy revision.
+    pub policy_rev: String,
+    /// Archive interval (ms).
+    pub archive_interval_ms: u64,
+    /// Archive buckets.
+    pub buckets: u32,
+    /// Receipts per receipt file.
+    pub receipts_chunk: u64,
+}
+
+/// Gathers every file entry and partition basis on worker 0 and, once both inputs are complete,
+/// writes the manifest. Emits the manifest (on worker 0 only).
+pub fn write_manifest<'scope>(
+    files: StreamVec<'scope, LogicalTime, FileEntry>,
+    basis: StreamVec<'scope, LogicalTime, PartitionBasis>,
+    meta: ManifestMeta,
+    store: WriteOnceStore,
+    failures: Failures,
+) -> StreamVec<'scope, LogicalTime, Manifest> {
+    files.binary_frontier(
+        basis,
+        Exchange::new(|_: &FileEntry| 0),
+        Exchange::new(|_: &PartitionBasis| 0),
+        "WriteManifest",
+        move |cap, _info| {
+            let mut cap = Some(cap);
+            let mut entries: Vec<FileEntry> = Vec::new();
+            let mut parts: Vec<PartitionBasis> = Vec::new();
+            move |(in1, f1), (in2, f2), output| {
+                in1.for_each_stamp(|_c, data| data.for_each(|b| entries.append(b)));
+                in2.for_each_stamp(|_c, data| data.for_each(|b| parts.append(b)));
+                if f1.frontier().is_empty() && f2.frontier().is_empty() {
+                    if let Some(c) = cap.take() {
+                        if entries.is_empty() && parts.is_empty() {
+                            return;
+                        }
+                        entries.sort_by(|a, b| a.path.cmp(&b.path));
+                        parts.sort();
+                        let mut totals = ReceiptCounts::default();
+                        for e in &entries {
+                            if let Some(c) = &e.counts {
+                                totals.add(c);
+                            }
+                        }
+                        let manifest = Manifest {
+                            format: MANIFEST_FORMAT.to_owned(),
+                            basis_id: basis_id(&parts),
+                            policy_rev: meta.policy_rev.clone(),
+                            archive_interval_ms: meta.archive_interval_ms,
+                            buckets: meta.buckets,
+                            receipts_chunk: meta.receipts_chunk,
+                            basis: std::mem::take(&mut parts),
+                            totals,
+                            files: std::mem::take(&mut entries),
+                        };
+                        let path = layout::manifest_file(&manifest.basis_id);
+                        if put(&store, &failures, &path, manifest.to_bytes()).is_some() {
+                            output.session(&c).give(manifest);
+                        }
+                    }
+                }
+            }
+        },
+    )
+}

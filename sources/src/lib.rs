@@ -1,0 +1,20 @@
+//! tidemark source connectors.
+//!
+//! - [`source`]: the [`PartitionedSource`](source::PartitionedSource) trait every connector
+//!   implements (partitions, offsets, record timestamps, bounded end offsets) and the timely
+//!   source operator that reads a worker's partitions (partition `p` on worker `p mod peers`),
+//!   keeps per-partition watermarks and advances the worker frontier as SPEC §3 says.
+//! - [`filelog`]: a partitioned file log (one file per partition, offset = record index), the
+//!   ingress used by `tidemark world` and the tests.
+//! - [`error`]: classified source errors.
+
+pub mod error;
+pub mod filelog;
+pub mod source;
+
+pub use error::SourceError;
+pub use filelog::FileLog;
+pub use source::{
+    ingress_source, PartitionBasis, PartitionReader, PartitionedSource, ReadStatus, SourceEvent,
+    SourceOptions,
+};
