@@ -142,7 +142,7 @@ pub fn load(profile: &str) -> Result<Profile> {
     let fig = fig.merge(
         Env::prefixed("TIDEMARK__")
             .split("__")
-            .filter(|k| k.as_str().starts_with("wiring")),
+            .filter(|k| k.as_str().to_ascii_lowercase().starts_with("wiring")),
     );
     let loaded: Profile = fig.extract().map_err(|e| {
         let msgs: Vec<String> = e

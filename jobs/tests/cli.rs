@@ -1,0 +1,68 @@
+//! The `tidemark` binary: clear errors (not panics) and a working world → run → verify path.
+
+use std::process::Command;
+
+fn tidemark() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tidemark"))
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+fn run_err(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "expected failure: {text}");
+    assert!(!text.contains("panicked"), "panicked: {text}");
+    text
+}
+
+#[test]
+fn world_run_verify_and_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ingress = tmp.path().join("in");
+    let data = tmp.path().join("data");
+    let s = run_ok(tidemark().args(["world", "--events", "5000", "--seed", "3", "--out"]).arg(&ingress));
+    assert!(s.contains("5000 records"), "{s}");
+    // Same arguments, byte-identical files.
+    let again = tmp.path().join("in2");
+    run_ok(tidemark().args(["world", "--events", "5000", "--seed", "3", "--out"]).arg(&again));
+    for p in 0..4 {
+        let name = format!("partition-{p:05}.log");
+        assert_eq!(std::fs::read(ingress.join(&name)).unwrap(), std::fs::read(again.join(&name)).unwrap());
+    }
+    let s = run_ok(
+        tidemark()
+            .args(["run", "--profile", "local", "-w", "2", "--ingress"])
+            .arg(format!("file:{}", ingress.display()))
+            .arg("--data")
+            .arg(&data),
+    );
+    assert!(s.contains("5000 ingress records"), "{s}");
+    let s = run_ok(tidemark().arg("verify").arg("--data").arg(&data));
+    assert!(s.contains("verify: OK"), "{s}");
+
+    let e = run_err(tidemark().args(["run", "--profile", "nope", "--ingress", "file:/x", "--data"]).arg(&data));
+    assert!(e.contains("unknown profile"), "{e}");
+    let e = run_err(tidemark().args(["run", "--ingress", "file:/nonexistent/dir", "--data"]).arg(&data));
+    assert!(e.contains("cannot open ingress") && e.contains("/nonexistent/dir"), "{e}");
+    let e = run_err(tidemark().args(["run", "--ingress", "kafka:x", "--data"]).arg(&data));
+    assert!(e.contains("unsupported ingress"), "{e}");
+    let bad = tmp.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("partition-00000.log"), "12\tok\nnot-a-timestamp\n").unwrap();
+    let e = run_err(
+        tidemark()
+            .args(["run", "--ingress"])
+            .arg(format!("file:{}", bad.display()))
+            .arg("--data")
+            .arg(tmp.path().join("d2")),
+    );
+    assert!(e.contains("unreadable log") && e.contains("offset 1"), "{e}");
+    let e = run_err(tidemark().arg("verify").arg("--data").arg(tmp.path().join("nothing")));
+    assert!(e.contains("does not exist"), "{e}");
+}
