@@ -1,6 +1,6 @@
 //! The `tidemark` command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -89,7 +89,7 @@ fn main() {
     }
 }
 
-fn world_cmd(cfg: &WorldConfig, out: &PathBuf) -> Result<()> {
+fn world_cmd(cfg: &WorldConfig, out: &Path) -> Result<()> {
     let t0 = Instant::now();
     let mut sink = FileLogSink::create(out, cfg.partitions)
         .with_context(|| format!("cannot create world in {}", out.display()))?;
@@ -119,7 +119,7 @@ fn world_cmd(cfg: &WorldConfig, out: &PathBuf) -> Result<()> {
     Ok(())
 }
 
-fn verify_cmd(data: &PathBuf) -> Result<()> {
+fn verify_cmd(data: &Path) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     if !data.is_dir() {
         bail!("data directory {} does not exist", data.display());

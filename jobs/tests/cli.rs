@@ -8,7 +8,8 @@ fn tidemark() -> Command {
 
 fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     text
 }
@@ -26,14 +27,25 @@ fn world_run_verify_and_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let ingress = tmp.path().join("in");
     let data = tmp.path().join("data");
-    let s = run_ok(tidemark().args(["world", "--events", "5000", "--seed", "3", "--out"]).arg(&ingress));
+    let s = run_ok(
+        tidemark()
+            .args(["world", "--events", "5000", "--seed", "3", "--out"])
+            .arg(&ingress),
+    );
     assert!(s.contains("5000 records"), "{s}");
     // Same arguments, byte-identical files.
     let again = tmp.path().join("in2");
-    run_ok(tidemark().args(["world", "--events", "5000", "--seed", "3", "--out"]).arg(&again));
+    run_ok(
+        tidemark()
+            .args(["world", "--events", "5000", "--seed", "3", "--out"])
+            .arg(&again),
+    );
     for p in 0..4 {
         let name = format!("partition-{p:05}.log");
-        assert_eq!(std::fs::read(ingress.join(&name)).unwrap(), std::fs::read(again.join(&name)).unwrap());
+        assert_eq!(
+            std::fs::read(ingress.join(&name)).unwrap(),
+            std::fs::read(again.join(&name)).unwrap()
+        );
     }
     let s = run_ok(
         tidemark()
@@ -46,11 +58,26 @@ fn world_run_verify_and_errors() {
     let s = run_ok(tidemark().arg("verify").arg("--data").arg(&data));
     assert!(s.contains("verify: OK"), "{s}");
 
-    let e = run_err(tidemark().args(["run", "--profile", "nope", "--ingress", "file:/x", "--data"]).arg(&data));
+    let e = run_err(
+        tidemark()
+            .args(["run", "--profile", "nope", "--ingress", "file:/x", "--data"])
+            .arg(&data),
+    );
     assert!(e.contains("unknown profile"), "{e}");
-    let e = run_err(tidemark().args(["run", "--ingress", "file:/nonexistent/dir", "--data"]).arg(&data));
-    assert!(e.contains("cannot open ingress") && e.contains("/nonexistent/dir"), "{e}");
-    let e = run_err(tidemark().args(["run", "--ingress", "kafka:x", "--data"]).arg(&data));
+    let e = run_err(
+        tidemark()
+            .args(["run", "--ingress", "file:/nonexistent/dir", "--data"])
+            .arg(&data),
+    );
+    assert!(
+        e.contains("cannot open ingress") && e.contains("/nonexistent/dir"),
+        "{e}"
+    );
+    let e = run_err(
+        tidemark()
+            .args(["run", "--ingress", "kafka:x", "--data"])
+            .arg(&data),
+    );
     assert!(e.contains("unsupported ingress"), "{e}");
     let bad = tmp.path().join("bad");
     std::fs::create_dir_all(&bad).unwrap();
@@ -62,7 +89,15 @@ fn world_run_verify_and_errors() {
             .arg("--data")
             .arg(tmp.path().join("d2")),
     );
-    assert!(e.contains("unreadable log") && e.contains("offset 1"), "{e}");
-    let e = run_err(tidemark().arg("verify").arg("--data").arg(tmp.path().join("nothing")));
+    assert!(
+        e.contains("unreadable log") && e.contains("offset 1"),
+        "{e}"
+    );
+    let e = run_err(
+        tidemark()
+            .arg("verify")
+            .arg("--data")
+            .arg(tmp.path().join("nothing")),
+    );
     assert!(e.contains("does not exist"), "{e}");
 }

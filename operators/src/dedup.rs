@@ -106,7 +106,8 @@ where
                         session.give((d, decision));
                     }
                     since_sweep += 1;
-                    if since_sweep >= 4096 {
+                    // Sweep keys whose window has passed, amortised over the keys held.
+                    if since_sweep >= seen.len().max(4096) {
                         since_sweep = 0;
                         seen.retain(|_, times| {
                             times

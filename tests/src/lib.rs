@@ -36,13 +36,18 @@ pub fn read_log(dir: &Path) -> Vec<Vec<(u64, Vec<u8>)>> {
     let mut out = Vec::new();
     for p in 0.. {
         let path = dir.join(partition_file_name(p));
-        let Ok(text) = std::fs::read(&path) else { break };
+        let Ok(text) = std::fs::read(&path) else {
+            break;
+        };
         let recs = text
             .split(|b| *b == b'\n')
             .filter(|l| !l.is_empty())
             .map(|l| {
                 let tab = l.iter().position(|b| *b == b'\t').expect("tab");
-                let ts = std::str::from_utf8(&l[..tab]).expect("utf8").parse().expect("ts");
+                let ts = std::str::from_utf8(&l[..tab])
+                    .expect("utf8")
+                    .parse()
+                    .expect("ts");
                 (ts, l[tab + 1..].to_vec())
             })
             .collect();
@@ -53,7 +58,13 @@ pub fn read_log(dir: &Path) -> Vec<Vec<(u64, Vec<u8>)>> {
 
 /// Runs IG over `ingress` into `data`.
 pub fn run_ig(profile: &Profile, ingress: &Path, data: &Path, workers: usize) -> RunOutcome {
-    run(profile, &Ingress::File(ingress.to_path_buf()), data, workers).expect("run")
+    run(
+        profile,
+        &Ingress::File(ingress.to_path_buf()),
+        data,
+        workers,
+    )
+    .expect("run")
 }
 
 /// Every file under `root/sub` as relative path → bytes.
@@ -61,13 +72,19 @@ pub fn read_tree(root: &Path, sub: &str) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     let mut stack: Vec<PathBuf> = vec![root.join(sub)];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for e in entries.flatten() {
             let path = e.path();
             if path.is_dir() {
                 stack.push(path);
             } else {
-                let rel = path.strip_prefix(root).expect("prefix").display().to_string();
+                let rel = path
+                    .strip_prefix(root)
+                    .expect("prefix")
+                    .display()
+                    .to_string();
                 out.insert(rel, std::fs::read(&path).expect("read"));
             }
         }

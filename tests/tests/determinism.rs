@@ -18,19 +18,37 @@ fn primary_truths(data: &std::path::Path) -> BTreeMap<String, Vec<u8>> {
 fn check_profile(profile: &Profile) {
     let tmp = tempfile::tempdir().unwrap();
     let ingress = tmp.path().join("in");
-    let cfg = WorldConfig { events: 40_000, seed: 11, partitions: 5, bad_rate: 0.05, ..Default::default() };
+    let cfg = WorldConfig {
+        events: 40_000,
+        seed: 11,
+        partitions: 5,
+        bad_rate: 0.05,
+        ..Default::default()
+    };
     make_world(&ingress, &cfg);
     let base = tmp.path().join("w1");
     let first = run_ig(profile, &ingress, &base, 1);
     let expected = primary_truths(&base);
-    assert!(expected.keys().any(|k| k.starts_with("archive/t=")), "archive files written");
-    assert!(expected.keys().any(|k| k.starts_with("ig/quarantine/")), "quarantine files written");
+    assert!(
+        expected.keys().any(|k| k.starts_with("archive/t=")),
+        "archive files written"
+    );
+    assert!(
+        expected.keys().any(|k| k.starts_with("ig/quarantine/")),
+        "quarantine files written"
+    );
     for workers in [2, 4] {
         let data = tmp.path().join(format!("w{workers}"));
         let out = run_ig(profile, &ingress, &data, workers);
-        assert_eq!(out.manifest, first.manifest, "manifest differs with {workers} workers");
+        assert_eq!(
+            out.manifest, first.manifest,
+            "manifest differs with {workers} workers"
+        );
         let got = primary_truths(&data);
-        assert_eq!(got.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            expected.keys().collect::<Vec<_>>()
+        );
         for (path, bytes) in &expected {
             assert!(got[path] == *bytes, "{path} differs with {workers} workers");
         }
@@ -45,14 +63,26 @@ fn check_profile(profile: &Profile) {
     let log = read_log(&ingress);
     let receipts = read_receipts(&base);
     for (p, recs) in log.iter().enumerate() {
-        let mine: Vec<_> = receipts.iter().filter(|r| r.coord.partition == p as u32).collect();
-        assert_eq!(mine.len(), recs.len(), "partition {p}: one receipt per record");
+        let mine: Vec<_> = receipts
+            .iter()
+            .filter(|r| r.coord.partition == p as u32)
+            .collect();
+        assert_eq!(
+            mine.len(),
+            recs.len(),
+            "partition {p}: one receipt per record"
+        );
         for (i, r) in mine.iter().enumerate() {
-            assert_eq!(r.coord.offset, i as u64, "partition {p}: offsets contiguous");
+            assert_eq!(
+                r.coord.offset, i as u64,
+                "partition {p}: offsets contiguous"
+            );
         }
         let by = |s| mine.iter().filter(|r| r.status == s).count();
         assert_eq!(
-            by(ReceiptStatus::Admitted) + by(ReceiptStatus::Quarantined) + by(ReceiptStatus::Duplicate),
+            by(ReceiptStatus::Admitted)
+                + by(ReceiptStatus::Quarantined)
+                + by(ReceiptStatus::Duplicate),
             recs.len()
         );
     }
@@ -79,12 +109,21 @@ fn identical_across_worker_counts_and_reruns_clamp_policy() {
 fn rerun_with_a_different_policy_into_the_same_root_is_a_conflict() {
     let tmp = tempfile::tempdir().unwrap();
     let ingress = tmp.path().join("in");
-    make_world(&ingress, &WorldConfig { events: 3_000, ..Default::default() });
+    make_world(
+        &ingress,
+        &WorldConfig {
+            events: 3_000,
+            ..Default::default()
+        },
+    );
     let data = tmp.path().join("d");
     run_ig(&Profile::default(), &ingress, &data, 1);
     let mut p = Profile::default();
     p.ig.revision = 2;
     let err = tidemark_jobs::run::run(&p, &tidemark_jobs::run::Ingress::File(ingress), &data, 1)
         .expect_err("different bytes at the same path must fail");
-    assert!(format!("{err:#}").contains("write-once conflict"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("write-once conflict"),
+        "{err:#}"
+    );
 }

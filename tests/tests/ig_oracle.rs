@@ -23,7 +23,9 @@ struct Expect {
 }
 
 fn ms(s: &str) -> Option<u64> {
-    chrono::DateTime::parse_from_rfc3339(s).ok().and_then(|d| u64::try_from(d.timestamp_millis()).ok())
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .and_then(|d| u64::try_from(d.timestamp_millis()).ok())
 }
 
 /// The stateless checks, re-derived from SPEC §4/§5 and docs/reason-codes.md.
@@ -31,19 +33,38 @@ fn oracle_validate(bytes: &[u8], pol: &IgPolicy) -> Result<(String, u64), &'stat
     if bytes.len() > pol.max_record_bytes {
         return Err("PAYLOAD_TOO_LARGE");
     }
-    let Ok(Value::Object(o)) = serde_json::from_slice::<Value>(bytes) else { return Err("MALFORMED_JSON") };
-    let present = |o: &serde_json::Map<String, Value>, k: &str| o.get(k).is_some_and(|v| !v.is_null());
-    for k in ["event_id", "event_type", "ts_utc", "manifest_fingerprint", "schema_version", "producer", "payload"] {
+    let Ok(Value::Object(o)) = serde_json::from_slice::<Value>(bytes) else {
+        return Err("MALFORMED_JSON");
+    };
+    let present =
+        |o: &serde_json::Map<String, Value>, k: &str| o.get(k).is_some_and(|v| !v.is_null());
+    for k in [
+        "event_id",
+        "event_type",
+        "ts_utc",
+        "manifest_fingerprint",
+        "schema_version",
+        "producer",
+        "payload",
+    ] {
         if !present(&o, k) {
             return Err("MISSING_FIELD");
         }
     }
     let s = |k: &str| o.get(k).and_then(Value::as_str);
     let id_ok = s("event_id").is_some_and(|v| !v.is_empty() && v.len() <= 128);
-    let fp_ok = s("manifest_fingerprint").is_some_and(|v| v.len() == 64 && v.chars().all(|c| c.is_ascii_hexdigit()));
-    let opt_str_ok = ["parameter_hash", "scenario_id", "run_id", "trace_id", "span_id", "parent_event_id"]
-        .iter()
-        .all(|k| o.get(*k).is_none_or(|v| v.is_null() || v.is_string()));
+    let fp_ok = s("manifest_fingerprint")
+        .is_some_and(|v| v.len() == 64 && v.chars().all(|c| c.is_ascii_hexdigit()));
+    let opt_str_ok = [
+        "parameter_hash",
+        "scenario_id",
+        "run_id",
+        "trace_id",
+        "span_id",
+        "parent_event_id",
+    ]
+    .iter()
+    .all(|k| o.get(*k).is_none_or(|v| v.is_null() || v.is_string()));
     if !id_ok
         || s("event_type").is_none()
         || s("ts_utc").and_then(ms).is_none()
@@ -56,29 +77,63 @@ fn oracle_validate(bytes: &[u8], pol: &IgPolicy) -> Result<(String, u64), &'stat
     {
         return Err("BAD_TYPE");
     }
-    if ["logical_time", "late_clamped", "partition_key", "source", "policy_rev"].iter().any(|k| o.contains_key(*k)) {
+    if [
+        "logical_time",
+        "late_clamped",
+        "partition_key",
+        "source",
+        "policy_rev",
+    ]
+    .iter()
+    .any(|k| o.contains_key(*k))
+    {
         return Err("BAD_TYPE");
     }
     let et = s("event_type").unwrap_or_default();
     let fields: &[(&str, &str, bool)] = match et {
         "txn.authorization.v1" => &[
-            ("txn_id", "s", true), ("account_id", "s", true), ("card_id", "s", true), ("merchant_id", "s", true),
-            ("device_id", "s", true), ("ip", "s", true), ("email", "s", true), ("amount_minor", "i", true),
-            ("currency", "s", true), ("mcc", "s", true), ("channel", "s", true), ("country", "s", true),
+            ("txn_id", "s", true),
+            ("account_id", "s", true),
+            ("card_id", "s", true),
+            ("merchant_id", "s", true),
+            ("device_id", "s", true),
+            ("ip", "s", true),
+            ("email", "s", true),
+            ("amount_minor", "i", true),
+            ("currency", "s", true),
+            ("mcc", "s", true),
+            ("channel", "s", true),
+            ("country", "s", true),
         ],
-        "account.login.v1" => &[("account_id", "s", true), ("device_id", "s", true), ("ip", "s", true), ("success", "b", true)],
+        "account.login.v1" => &[
+            ("account_id", "s", true),
+            ("device_id", "s", true),
+            ("ip", "s", true),
+            ("success", "b", true),
+        ],
         "account.profile_change.v1" => &[
-            ("account_id", "s", true), ("device_id", "s", true), ("field", "s", true), ("email", "s", false), ("phone", "s", false),
+            ("account_id", "s", true),
+            ("device_id", "s", true),
+            ("field", "s", true),
+            ("email", "s", false),
+            ("phone", "s", false),
         ],
         "label.assertion.v1" => &[
-            ("subject_event_id", "id", true), ("account_id", "s", true), ("label", "fl", true),
-            ("effective_ts", "t", true), ("observed_ts", "t", true), ("source", "s", true),
+            ("subject_event_id", "id", true),
+            ("account_id", "s", true),
+            ("label", "fl", true),
+            ("effective_ts", "t", true),
+            ("observed_ts", "t", true),
+            ("source", "s", true),
         ],
         "dl.posture.v1" => &[("posture", "p", true), ("reason", "s", true)],
         "gov.fact.v1" => &[("kind", "s", true), ("detail", "o", false)],
         _ => return Err("UNKNOWN_EVENT_TYPE"),
     };
-    if !pol.schema_versions.contains(&o["schema_version"].as_i64().unwrap_or(-1)) {
+    if !pol
+        .schema_versions
+        .contains(&o["schema_version"].as_i64().unwrap_or(-1))
+    {
         return Err("UNSUPPORTED_SCHEMA_VERSION");
     }
     let p = o["payload"].as_object().expect("checked");
@@ -88,7 +143,9 @@ fn oracle_validate(bytes: &[u8], pol: &IgPolicy) -> Result<(String, u64), &'stat
         }
     }
     for (k, kind, _) in fields {
-        let Some(v) = p.get(*k).filter(|v| !v.is_null()) else { continue };
+        let Some(v) = p.get(*k).filter(|v| !v.is_null()) else {
+            continue;
+        };
         let ok = match *kind {
             "s" => v.is_string(),
             "i" => v.is_i64(),
@@ -105,10 +162,17 @@ fn oracle_validate(bytes: &[u8], pol: &IgPolicy) -> Result<(String, u64), &'stat
         }
     }
     let producer = s("producer").unwrap_or_default();
-    if !pol.producers.get(et).is_some_and(|ps| ps.iter().any(|x| x == producer)) {
+    if !pol
+        .producers
+        .get(et)
+        .is_some_and(|ps| ps.iter().any(|x| x == producer))
+    {
         return Err("PRODUCER_NOT_ALLOWED");
     }
-    Ok((s("event_id").unwrap_or_default().to_owned(), s("ts_utc").and_then(ms).unwrap_or(0)))
+    Ok((
+        s("event_id").unwrap_or_default().to_owned(),
+        s("ts_utc").and_then(ms).unwrap_or(0),
+    ))
 }
 
 fn oracle(log: &[Vec<(u64, Vec<u8>)>], pol: &IgPolicy) -> BTreeMap<(u32, u64), Expect> {
@@ -121,7 +185,12 @@ fn oracle(log: &[Vec<(u64, Vec<u8>)>], pol: &IgPolicy) -> BTreeMap<(u32, u64), E
         let mut max: Option<u64> = None;
         for (o, (record_ts, bytes)) in recs.iter().enumerate() {
             let key = (p as u32, o as u64);
-            let q = |r| Expect { status: "QUARANTINED", reason: Some(r), logical_time: None, clamped: false };
+            let q = |r| Expect {
+                status: "QUARANTINED",
+                reason: Some(r),
+                logical_time: None,
+                clamped: false,
+            };
             let (id, e) = match oracle_validate(bytes, pol) {
                 Ok(v) => v,
                 Err(r) => {
@@ -144,14 +213,22 @@ fn oracle(log: &[Vec<(u64, Vec<u8>)>], pol: &IgPolicy) -> BTreeMap<(u32, u64), E
                 continue;
             };
             cands.entry(id).or_default().push((t, key.0, key.1));
-            out.insert(key, Expect { status: "ADMITTED", reason: None, logical_time: Some(t), clamped });
+            out.insert(
+                key,
+                Expect {
+                    status: "ADMITTED",
+                    reason: None,
+                    logical_time: Some(t),
+                    clamped,
+                },
+            );
         }
     }
     for list in cands.values() {
         for &(t, p, o) in list {
-            let dup = list.iter().any(|&(s, p2, o2)| {
-                (s < t && s + window > t) || (s == t && (p2, o2) < (p, o))
-            });
+            let dup = list
+                .iter()
+                .any(|&(s, p2, o2)| (s < t && s + window > t) || (s == t && (p2, o2) < (p, o)));
             if dup {
                 let e = out.get_mut(&(p, o)).expect("candidate");
                 e.status = "DUPLICATE";
@@ -170,7 +247,9 @@ fn cross_dups(log: &mut [Vec<(u64, Vec<u8>)>], rng: &mut ChaCha8Rng) {
         return;
     }
     for p in 0..n {
-        let picks: Vec<usize> = (0..log[p].len()).filter(|_| rng.random_bool(0.01)).collect();
+        let picks: Vec<usize> = (0..log[p].len())
+            .filter(|_| rng.random_bool(0.01))
+            .collect();
         for i in picks {
             let rec = log[p][i].clone();
             let q = (p + rng.random_range(1..n)) % n;
@@ -201,30 +280,54 @@ fn dataflow_receipts_match_sequential_oracle_on_random_worlds() {
         write_log(&ingress, &log);
 
         let mut profile = Profile::default();
-        profile.ig.late_policy = if rng.random_bool(0.5) { LatePolicy::Clamp } else { LatePolicy::Quarantine };
-        profile.ig.allowed_lateness = std::time::Duration::from_millis([0, 1_000, 5_000, 120_000][rng.random_range(0..4)]);
-        profile.ig.dedup_window = std::time::Duration::from_millis([0, 1, 60_000, 86_400_000][rng.random_range(0..4)]);
+        profile.ig.late_policy = if rng.random_bool(0.5) {
+            LatePolicy::Clamp
+        } else {
+            LatePolicy::Quarantine
+        };
+        profile.ig.allowed_lateness =
+            std::time::Duration::from_millis([0, 1_000, 5_000, 120_000][rng.random_range(0..4)]);
+        profile.ig.dedup_window =
+            std::time::Duration::from_millis([0, 1, 60_000, 86_400_000][rng.random_range(0..4)]);
         let workers = rng.random_range(1..4);
         let data = tmp.path().join("data");
         run_ig(&profile, &ingress, &data, workers);
 
         let expected = oracle(&log, &profile.ig);
         let receipts = read_receipts(&data);
-        assert_eq!(receipts.len(), expected.len(), "seed {seed}: one receipt per record");
+        assert_eq!(
+            receipts.len(),
+            expected.len(),
+            "seed {seed}: one receipt per record"
+        );
         let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
         for r in &receipts {
             let e = &expected[&(r.coord.partition, r.coord.offset)];
             let got = Expect {
                 status: r.status.as_str(),
                 reason: r.reason.map(|x| x.as_str()),
-                logical_time: if r.status == ReceiptStatus::Quarantined { None } else { r.logical_time },
+                logical_time: if r.status == ReceiptStatus::Quarantined {
+                    None
+                } else {
+                    r.logical_time
+                },
                 clamped: r.late_clamped,
             };
-            assert_eq!(&got, e, "seed {seed}: receipt for {:?} (policy {:?})", r.coord, profile.ig);
+            assert_eq!(
+                &got, e,
+                "seed {seed}: receipt for {:?} (policy {:?})",
+                r.coord, profile.ig
+            );
             *reasons.entry(e.reason.unwrap_or("ADMITTED")).or_default() += 1;
         }
         // The random worlds must actually exercise the interesting paths.
-        assert!(reasons.get("DUPLICATE").copied().unwrap_or(0) > 0, "seed {seed}: {reasons:?}");
-        assert!(reasons.get("CLOCK_SKEW").copied().unwrap_or(0) > 0, "seed {seed}: {reasons:?}");
+        assert!(
+            reasons.get("DUPLICATE").copied().unwrap_or(0) > 0,
+            "seed {seed}: {reasons:?}"
+        );
+        assert!(
+            reasons.get("CLOCK_SKEW").copied().unwrap_or(0) > 0,
+            "seed {seed}: {reasons:?}"
+        );
     }
 }

@@ -17,7 +17,8 @@ fn every_profile_parses_and_has_the_same_semantics() {
     for entry in std::fs::read_dir(profiles_dir()).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let p = config::load(path.to_str().unwrap()).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            let p = config::load(path.to_str().unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
             seen.push((p.name.clone(), p));
         }
     }
@@ -38,7 +39,11 @@ fn every_profile_parses_and_has_the_same_semantics() {
 fn unknown_keys_fail_with_their_path() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(&path, "name = \"x\"\n[ig]\nallowed_lateness = \"5s\"\nbogus_knob = 3\n").unwrap();
+    std::fs::write(
+        &path,
+        "name = \"x\"\n[ig]\nallowed_lateness = \"5s\"\nbogus_knob = 3\n",
+    )
+    .unwrap();
     let err = format!("{:#}", config::load(path.to_str().unwrap()).unwrap_err());
     assert!(err.contains("bogus_knob") && err.contains("ig"), "{err}");
     std::fs::write(&path, "[wiring]\nworkers = \"many\"\n").unwrap();
@@ -62,14 +67,25 @@ fn env_overrides_wiring_only() {
     std::env::remove_var("TIDEMARK__WIRING__WORKERS");
     std::env::remove_var("TIDEMARK__IG__ALLOWED_LATENESS");
     assert_eq!(p.wiring.workers, 3);
-    assert_eq!(p.ig.allowed_lateness, std::time::Duration::from_secs(5), "policy is not env-overridable");
+    assert_eq!(
+        p.ig.allowed_lateness,
+        std::time::Duration::from_secs(5),
+        "policy is not env-overridable"
+    );
 }
 
 #[test]
 fn verify_passes_then_fails_precisely() {
     let tmp = tempfile::tempdir().unwrap();
     let ingress = tmp.path().join("in");
-    make_world(&ingress, &WorldConfig { events: 20_000, bad_rate: 0.05, ..Default::default() });
+    make_world(
+        &ingress,
+        &WorldConfig {
+            events: 20_000,
+            bad_rate: 0.05,
+            ..Default::default()
+        },
+    );
     let data = tmp.path().join("data");
     let mut profile = config::Profile::default();
     profile.archive.receipts_chunk = 2_000;
@@ -82,9 +98,18 @@ fn verify_passes_then_fails_precisely() {
     assert_eq!(report.receipts, 20_000);
 
     let files = &out.manifest.files;
-    let archive = files.iter().find(|f| f.path.starts_with("archive/")).unwrap();
-    let receipts = files.iter().find(|f| f.path.starts_with("ig/receipts/")).unwrap();
-    let quarantine = files.iter().find(|f| f.path.starts_with("ig/quarantine/")).unwrap();
+    let archive = files
+        .iter()
+        .find(|f| f.path.starts_with("archive/"))
+        .unwrap();
+    let receipts = files
+        .iter()
+        .find(|f| f.path.starts_with("ig/receipts/"))
+        .unwrap();
+    let quarantine = files
+        .iter()
+        .find(|f| f.path.starts_with("ig/quarantine/"))
+        .unwrap();
 
     // Deleted.
     let p = data.join(&archive.path);
@@ -92,7 +117,13 @@ fn verify_passes_then_fails_precisely() {
     std::fs::remove_file(&p).unwrap();
     let r = verify(&store).unwrap();
     assert!(!r.ok());
-    assert!(r.problems.iter().any(|m| m.contains(&archive.path) && m.contains("missing")), "{:?}", r.problems);
+    assert!(
+        r.problems
+            .iter()
+            .any(|m| m.contains(&archive.path) && m.contains("missing")),
+        "{:?}",
+        r.problems
+    );
     std::fs::write(&p, &saved).unwrap();
     assert!(verify(&store).unwrap().ok());
 
@@ -101,7 +132,13 @@ fn verify_passes_then_fails_precisely() {
     let saved = std::fs::read(&p).unwrap();
     std::fs::write(&p, &saved[..saved.len() / 2]).unwrap();
     let r = verify(&store).unwrap();
-    assert!(r.problems.iter().any(|m| m.contains(&receipts.path) && m.contains("truncated")), "{:?}", r.problems);
+    assert!(
+        r.problems
+            .iter()
+            .any(|m| m.contains(&receipts.path) && m.contains("truncated")),
+        "{:?}",
+        r.problems
+    );
     std::fs::write(&p, &saved).unwrap();
 
     // Altered (same size, one byte flipped).
@@ -111,13 +148,27 @@ fn verify_passes_then_fails_precisely() {
     bytes[mid] ^= 0xff;
     std::fs::write(&p, &bytes).unwrap();
     let r = verify(&store).unwrap();
-    assert!(r.problems.iter().any(|m| m.contains(&quarantine.path) && m.contains("sha256")), "{:?}", r.problems);
+    assert!(
+        r.problems
+            .iter()
+            .any(|m| m.contains(&quarantine.path) && m.contains("sha256")),
+        "{:?}",
+        r.problems
+    );
     bytes[mid] ^= 0xff;
     std::fs::write(&p, &bytes).unwrap();
 
     // An extra, unlisted file.
-    let extra = data.join(&archive.path).with_file_name("bucket=999.parquet");
+    let extra = data
+        .join(&archive.path)
+        .with_file_name("bucket=999.parquet");
     std::fs::write(&extra, b"junk").unwrap();
     let r = verify(&store).unwrap();
-    assert!(r.problems.iter().any(|m| m.contains("bucket=999") && m.contains("not listed")), "{:?}", r.problems);
+    assert!(
+        r.problems
+            .iter()
+            .any(|m| m.contains("bucket=999") && m.contains("not listed")),
+        "{:?}",
+        r.problems
+    );
 }

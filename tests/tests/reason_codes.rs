@@ -30,7 +30,10 @@ fn bytes(v: &Value) -> Vec<u8> {
 }
 
 /// Runs one partition of records (record_ts = event time unless given) and returns receipts.
-fn run_records(profile: &Profile, partitions: Vec<Vec<(u64, Vec<u8>)>>) -> (Vec<Receipt>, tempfile::TempDir) {
+fn run_records(
+    profile: &Profile,
+    partitions: Vec<Vec<(u64, Vec<u8>)>>,
+) -> (Vec<Receipt>, tempfile::TempDir) {
     let tmp = tempfile::tempdir().unwrap();
     write_log(&tmp.path().join("in"), &partitions);
     run_ig(profile, &tmp.path().join("in"), &tmp.path().join("data"), 2);
@@ -61,46 +64,104 @@ fn edit(f: impl FnOnce(&mut Value)) -> Vec<u8> {
 
 #[test]
 fn malformed_json() {
-    assert_reason(&second(&Profile::default(), b"{\"event_id\": \"x\", ".to_vec()), "MALFORMED_JSON");
-    assert_reason(&second(&Profile::default(), b"[1,2,3]".to_vec()), "MALFORMED_JSON");
+    assert_reason(
+        &second(&Profile::default(), b"{\"event_id\": \"x\", ".to_vec()),
+        "MALFORMED_JSON",
+    );
+    assert_reason(
+        &second(&Profile::default(), b"[1,2,3]".to_vec()),
+        "MALFORMED_JSON",
+    );
 }
 
 #[test]
 fn missing_field() {
-    let r = second(&Profile::default(), edit(|v| { v.as_object_mut().unwrap().remove("producer"); }));
+    let r = second(
+        &Profile::default(),
+        edit(|v| {
+            v.as_object_mut().unwrap().remove("producer");
+        }),
+    );
     assert_reason(&r, "MISSING_FIELD");
     assert_eq!(r.detail, "producer");
-    let r = second(&Profile::default(), edit(|v| { v["payload"].as_object_mut().unwrap().remove("card_id"); }));
+    let r = second(
+        &Profile::default(),
+        edit(|v| {
+            v["payload"].as_object_mut().unwrap().remove("card_id");
+        }),
+    );
     assert_reason(&r, "MISSING_FIELD");
     assert_eq!(r.detail, "payload.card_id");
 }
 
 #[test]
 fn bad_type() {
-    assert_reason(&second(&Profile::default(), edit(|v| v["payload"]["amount_minor"] = json!("12.50"))), "BAD_TYPE");
-    assert_reason(&second(&Profile::default(), edit(|v| v["ts_utc"] = json!("yesterday"))), "BAD_TYPE");
-    assert_reason(&second(&Profile::default(), edit(|v| v["manifest_fingerprint"] = json!("abc"))), "BAD_TYPE");
-    assert_reason(&second(&Profile::default(), edit(|v| v["logical_time"] = json!(5))), "BAD_TYPE");
+    assert_reason(
+        &second(
+            &Profile::default(),
+            edit(|v| v["payload"]["amount_minor"] = json!("12.50")),
+        ),
+        "BAD_TYPE",
+    );
+    assert_reason(
+        &second(
+            &Profile::default(),
+            edit(|v| v["ts_utc"] = json!("yesterday")),
+        ),
+        "BAD_TYPE",
+    );
+    assert_reason(
+        &second(
+            &Profile::default(),
+            edit(|v| v["manifest_fingerprint"] = json!("abc")),
+        ),
+        "BAD_TYPE",
+    );
+    assert_reason(
+        &second(&Profile::default(), edit(|v| v["logical_time"] = json!(5))),
+        "BAD_TYPE",
+    );
 }
 
 #[test]
 fn unknown_event_type() {
-    assert_reason(&second(&Profile::default(), edit(|v| v["event_type"] = json!("txn.refund.v9"))), "UNKNOWN_EVENT_TYPE");
+    assert_reason(
+        &second(
+            &Profile::default(),
+            edit(|v| v["event_type"] = json!("txn.refund.v9")),
+        ),
+        "UNKNOWN_EVENT_TYPE",
+    );
 }
 
 #[test]
 fn unsupported_schema_version() {
-    assert_reason(&second(&Profile::default(), edit(|v| v["schema_version"] = json!(7))), "UNSUPPORTED_SCHEMA_VERSION");
+    assert_reason(
+        &second(
+            &Profile::default(),
+            edit(|v| v["schema_version"] = json!(7)),
+        ),
+        "UNSUPPORTED_SCHEMA_VERSION",
+    );
 }
 
 #[test]
 fn producer_not_allowed() {
-    assert_reason(&second(&Profile::default(), edit(|v| v["producer"] = json!("rogue"))), "PRODUCER_NOT_ALLOWED");
+    assert_reason(
+        &second(
+            &Profile::default(),
+            edit(|v| v["producer"] = json!("rogue")),
+        ),
+        "PRODUCER_NOT_ALLOWED",
+    );
 }
 
 #[test]
 fn payload_too_large() {
-    let r = second(&Profile::default(), edit(|v| v["payload"]["notes"] = json!("x".repeat(20_000))));
+    let r = second(
+        &Profile::default(),
+        edit(|v| v["payload"]["notes"] = json!("x".repeat(20_000))),
+    );
     assert_reason(&r, "PAYLOAD_TOO_LARGE");
 }
 
@@ -133,28 +194,44 @@ fn duplicate_and_window_boundaries() {
     let (r, _tmp) = run_records(
         &p,
         vec![
-            vec![rec("a", T0), rec("a", T0 + 9_999), rec("b", T0 + 20_000), rec("a", T0 + 19_998), rec("a", T0 + 20_000)],
-            vec![rec("a", T0 + 9_999), rec("b", T0 + 20_000), rec("c", T0 + 20_000)],
+            vec![
+                rec("a", T0),
+                rec("a", T0 + 9_999),
+                rec("b", T0 + 20_000),
+                rec("a", T0 + 19_998),
+                rec("a", T0 + 20_000),
+            ],
+            vec![
+                rec("a", T0 + 9_999),
+                rec("b", T0 + 20_000),
+                rec("c", T0 + 20_000),
+            ],
         ],
     );
-    let status: Vec<(u32, u64, &str)> = r.iter().map(|r| (r.coord.partition, r.coord.offset, r.status.as_str())).collect();
+    let status: Vec<(u32, u64, &str)> = r
+        .iter()
+        .map(|r| (r.coord.partition, r.coord.offset, r.status.as_str()))
+        .collect();
     assert_eq!(
         status,
         vec![
             (0, 0, "ADMITTED"),
-            (0, 1, "DUPLICATE"),  // 9.999s after a seen "a"
-            (0, 2, "ADMITTED"),   // "b" at T0+20s, lowest (partition, offset)
-            (0, 3, "DUPLICATE"),  // "a" at T0+19.998s: the one at T0+9.999s is within 10s
-            (0, 4, "DUPLICATE"),  // "a" at T0+20s: T0+19.998s is within 10s
-            (1, 0, "DUPLICATE"),  // same time as (0,1) with a higher partition, and (0,0) within 10s
-            (1, 1, "DUPLICATE"),  // same time as (0,2), higher partition
+            (0, 1, "DUPLICATE"), // 9.999s after a seen "a"
+            (0, 2, "ADMITTED"),  // "b" at T0+20s, lowest (partition, offset)
+            (0, 3, "DUPLICATE"), // "a" at T0+19.998s: the one at T0+9.999s is within 10s
+            (0, 4, "DUPLICATE"), // "a" at T0+20s: T0+19.998s is within 10s
+            (1, 0, "DUPLICATE"), // same time as (0,1) with a higher partition, and (0,0) within 10s
+            (1, 1, "DUPLICATE"), // same time as (0,2), higher partition
             (1, 2, "ADMITTED"),
         ]
     );
     assert_eq!(r[1].reason.map(|c| c.as_str()), Some("DUPLICATE"));
     // Exactly `window` apart is not a duplicate (t - window < s is strict).
     let (r, _tmp) = run_records(&p, vec![vec![rec("a", T0), rec("a", T0 + 10_000)]]);
-    assert!(r.iter().all(|r| r.status == ReceiptStatus::Admitted), "{r:?}");
+    assert!(
+        r.iter().all(|r| r.status == ReceiptStatus::Admitted),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -167,7 +244,11 @@ fn quarantine_keeps_raw_bytes_and_partition_key_is_stamped() {
     });
     write_log(
         &tmp.path().join("in"),
-        &[vec![(T0, bytes(&txn("ok", T0))), (T0 + 10, bytes(&posture)), (T0 + 20, b"not json".to_vec())]],
+        &[vec![
+            (T0, bytes(&txn("ok", T0))),
+            (T0 + 10, bytes(&posture)),
+            (T0 + 20, b"not json".to_vec()),
+        ]],
     );
     let data = tmp.path().join("data");
     run_ig(&Profile::default(), &tmp.path().join("in"), &data, 1);
