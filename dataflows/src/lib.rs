@@ -7,6 +7,11 @@
 //! Nothing here performs I/O: the same functions run online (fed by a live source) and offline
 //! (fed by the archive), which is what makes their outputs comparable byte for byte.
 
+pub mod df;
 pub mod envelope;
+pub mod event;
+pub mod ieg;
 pub mod ig;
+pub mod ofp;
+pub mod pipeline;
 pub use tidemark_operators::ReasonCode;

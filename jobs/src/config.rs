@@ -10,7 +10,10 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use tidemark_dataflows::df::{DfPolicy, LoadedBundle};
+use tidemark_dataflows::ieg::GraphPolicy;
 use tidemark_dataflows::ig::IgPolicy;
+use tidemark_dataflows::ofp::{validate_features, FeatureDef, OfpPolicy};
 use tidemark_operators::hashing::sha256_hex;
 
 /// Deployment wiring: where things run. May be overridden by environment variables
@@ -68,8 +71,31 @@ impl Default for ArchivePolicy {
     }
 }
 
-/// A whole profile.
+/// DLA policy: how audit records are cut into files.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DlaPolicy {
+    /// Revision. Default 1.
+    pub revision: u32,
+    /// Audit files close per this interval of logical time. Default `1h`.
+    #[serde(with = "humantime_serde")]
+    pub audit_interval: Duration,
+    /// Fixed audit buckets (independent of worker count). Default 4.
+    pub buckets: u32,
+}
+
+impl Default for DlaPolicy {
+    fn default() -> Self {
+        DlaPolicy {
+            revision: 1,
+            audit_interval: Duration::from_secs(3600),
+            buckets: 4,
+        }
+    }
+}
+
+/// A whole profile.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Profile {
     /// Profile name (`local`, `dev`, `prod`).
@@ -80,6 +106,19 @@ pub struct Profile {
     pub ig: IgPolicy,
     /// Archive policy.
     pub archive: ArchivePolicy,
+    /// OFP policy (revision, snapshot interval).
+    pub ofp: OfpPolicy,
+    /// Feature definitions (`[[features]]`).
+    pub features: Vec<FeatureDef>,
+    /// IEG policy.
+    pub graph: GraphPolicy,
+    /// DF policy (thresholds, active bundle).
+    pub df: DfPolicy,
+    /// DLA policy.
+    pub dla: DlaPolicy,
+    /// Directory the profile was loaded from (bundles are looked up in `bundles/` beside it).
+    #[serde(skip)]
+    pub source_dir: Option<PathBuf>,
 }
 
 impl Default for Profile {
@@ -89,9 +128,21 @@ impl Default for Profile {
             wiring: Wiring::default(),
             ig: IgPolicy::default(),
             archive: ArchivePolicy::default(),
+            ofp: OfpPolicy::default(),
+            features: Vec::new(),
+            graph: GraphPolicy::default(),
+            df: DfPolicy::default(),
+            dla: DlaPolicy::default(),
+            source_dir: None,
         }
     }
 }
+
+/// Bundles shipped with tidemark, embedded.
+pub const EMBEDDED_BUNDLES: [(&str, &str); 1] = [(
+    "default",
+    include_str!("../../profiles/bundles/default.toml"),
+)];
 
 /// The profiles shipped with tidemark, embedded so the binary works from any directory.
 pub const EMBEDDED: [(&str, &str); 3] = [
@@ -144,7 +195,7 @@ pub fn load(profile: &str) -> Result<Profile> {
             .split("__")
             .filter(|k| k.as_str().to_ascii_lowercase().starts_with("wiring")),
     );
-    let loaded: Profile = fig.extract().map_err(|e| {
+    let mut loaded: Profile = fig.extract().map_err(|e| {
         let msgs: Vec<String> = e
             .into_iter()
             .map(|e| {
@@ -158,7 +209,24 @@ pub fn load(profile: &str) -> Result<Profile> {
             .collect();
         anyhow::anyhow!("invalid profile {profile}: {}", msgs.join("; "))
     })?;
+    if let ProfileSource::File(p) = &source {
+        loaded.source_dir = p.parent().map(Path::to_path_buf);
+    }
     validate(&loaded).with_context(|| format!("invalid profile {profile}"))?;
+    let bundle = loaded
+        .load_bundle()
+        .with_context(|| format!("invalid profile {profile}"))?;
+    for f in &bundle.bundle.features {
+        let known = loaded.features.iter().any(|d| d.name == f.name)
+            || tidemark_dataflows::df::GRAPH_FEATURES.contains(&f.name.as_str());
+        if !known {
+            bail!(
+                "invalid profile {profile}: bundle {} uses unknown feature {}",
+                bundle.bundle.id,
+                f.name
+            );
+        }
+    }
     Ok(loaded)
 }
 
@@ -169,9 +237,13 @@ fn validate(p: &Profile) -> Result<()> {
     if p.archive.buckets == 0 {
         bail!("archive.buckets must be at least 1");
     }
-    if p.archive.interval.as_millis() == 0 {
-        bail!("archive.interval must be positive");
+    if p.archive.interval.as_millis() == 0 || p.dla.audit_interval.as_millis() == 0 {
+        bail!("archive.interval and dla.audit_interval must be positive");
     }
+    if p.dla.buckets == 0 {
+        bail!("dla.buckets must be at least 1");
+    }
+    validate_features(&p.features).map_err(|e| anyhow::anyhow!("features: {e}"))?;
     Ok(())
 }
 
@@ -182,7 +254,8 @@ pub fn digest<T: Serialize>(section: &T) -> String {
 }
 
 impl Profile {
-    /// `policy_rev`: `ig@<rev>:<digest[..12]>,archive@<rev>:<digest[..12]>`.
+    /// `policy_rev`: `ig@<rev>:<d>,archive@<rev>:<d>` — the IG and archive sections only, so
+    /// receipts and the archive do not change when downstream policy changes.
     pub fn policy_rev(&self) -> String {
         format!(
             "ig@{}:{},archive@{}:{}",
@@ -191,6 +264,59 @@ impl Profile {
             self.archive.revision,
             &digest(&self.archive)[..12]
         )
+    }
+
+    /// `features@<ofp rev>:<digest of (ofp, features)>`.
+    pub fn feature_rev(&self) -> String {
+        format!(
+            "features@{}:{}",
+            self.ofp.revision,
+            &digest(&(&self.ofp, &self.features))[..12]
+        )
+    }
+
+    /// The decision policy revision cited by every decision: `policy_rev()` plus features,
+    /// graph, df and dla sections and the bundle (`bundle@<id>:<version>:<digest[..12]>`).
+    pub fn decision_policy_rev(&self, bundle: &LoadedBundle) -> String {
+        format!(
+            "{},{},graph@{}:{},df@{}:{},dla@{}:{},bundle@{}:{}:{}",
+            self.policy_rev(),
+            self.feature_rev(),
+            self.graph.revision,
+            &digest(&self.graph)[..12],
+            self.df.revision,
+            &digest(&self.df)[..12],
+            self.dla.revision,
+            &digest(&self.dla)[..12],
+            bundle.bundle.id,
+            bundle.bundle.version,
+            &bundle.digest[..12]
+        )
+    }
+
+    /// Loads the active bundle: `bundles/<name>.toml` beside the profile file, then
+    /// `profiles/bundles/<name>.toml` in the working directory, then the embedded copy.
+    pub fn load_bundle(&self) -> Result<LoadedBundle> {
+        let name = &self.df.bundle;
+        let file = format!("{name}.toml");
+        let mut candidates: Vec<PathBuf> = Vec::new();
+        if let Some(d) = &self.source_dir {
+            candidates.push(d.join("bundles").join(&file));
+        }
+        candidates.push(Path::new("profiles").join("bundles").join(&file));
+        for c in candidates {
+            if c.is_file() {
+                let text = std::fs::read_to_string(&c)
+                    .with_context(|| format!("reading bundle {}", c.display()))?;
+                return LoadedBundle::parse(&text)
+                    .map_err(|e| anyhow::anyhow!("bundle {}: {e}", c.display()));
+            }
+        }
+        match EMBEDDED_BUNDLES.iter().find(|(n, _)| n == name) {
+            Some((_, text)) => LoadedBundle::parse(text)
+                .map_err(|e| anyhow::anyhow!("embedded bundle {name}: {e}")),
+            None => bail!("bundle {name:?} not found (looked for bundles/{file})"),
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! - [`verify`]: archive completeness checks.
 
 pub mod config;
+pub mod replay;
 pub mod run;
 pub mod verify;
 pub mod world;

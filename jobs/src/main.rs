@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 use tidemark_jobs::config;
+use tidemark_jobs::replay::{find_audit, replay};
 use tidemark_jobs::run::{run, Ingress};
 use tidemark_jobs::verify::verify;
 use tidemark_jobs::world::{generate, FileLogSink, WorldConfig};
@@ -57,6 +58,35 @@ enum Cmd {
         /// Worker threads (overrides the profile's wiring.workers).
         #[arg(short = 'w', long)]
         workers: Option<usize>,
+    },
+    /// Rerun IEG..DLA over the archive of DATA into OUT and compare with the recorded run.
+    Replay {
+        /// Profile name or path.
+        #[arg(long, default_value = "local")]
+        profile: String,
+        /// Data root of the recorded run.
+        #[arg(long)]
+        data: PathBuf,
+        /// Output root (must be new or empty).
+        #[arg(long)]
+        out: PathBuf,
+        /// Start of the range (logical ms or RFC 3339).
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the range, exclusive (logical ms or RFC 3339).
+        #[arg(long)]
+        to: Option<String>,
+        /// Worker threads.
+        #[arg(short = 'w', long, default_value_t = 1)]
+        workers: usize,
+    },
+    /// Print the audit record of an event id or decision id, with its provenance.
+    Audit {
+        /// Data root.
+        #[arg(long)]
+        data: PathBuf,
+        /// Event id or decision id.
+        id: String,
     },
     /// Verify archive completeness against its manifests.
     Verify {
@@ -176,6 +206,42 @@ fn real_main() -> Result<()> {
             Ok(())
         }
         Cmd::Verify { data } => verify_cmd(&data),
+        Cmd::Replay {
+            profile,
+            data,
+            out,
+            from,
+            to,
+            workers,
+        } => {
+            let p = config::load(&profile)?;
+            let from = from.as_deref().map(parse_time).transpose()?.unwrap_or(0);
+            let to = to.as_deref().map(parse_time).transpose()?;
+            let r = replay(&p, &data, &out, from, to, workers)?;
+            print_replay(&r);
+            if r.divergence.is_some() {
+                std::process::exit(2);
+            }
+            Ok(())
+        }
+        Cmd::Audit { data, id } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            let store = WriteOnceStore::local(&data, rt.handle().clone())?;
+            match find_audit(&store, &id)? {
+                Some(r) => {
+                    let mut v = serde_json::to_value(&r)?;
+                    for k in ["reasons", "features", "degrade_mask", "action_intents"] {
+                        if let Some(text) = v.get(k).and_then(|x| x.as_str()).map(str::to_owned) {
+                            v[k] = serde_json::from_str(&text)
+                                .unwrap_or(serde_json::Value::String(text));
+                        }
+                    }
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                    Ok(())
+                }
+                None => bail!("no audit record for {id} under {}", data.display()),
+            }
+        }
         Cmd::Demo {
             events,
             workers,
@@ -191,9 +257,15 @@ fn real_main() -> Result<()> {
             };
             world_cmd(&cfg, &world)?;
             let p = config::load("local")?;
-            let out = run(&p, &Ingress::File(world), &data, workers)?;
+            let out = run(&p, &Ingress::File(world.clone()), &data, workers)?;
             print_run(&out);
             verify_cmd(&data)?;
+            summary(&data, &world)?;
+            let r = replay(&p, &data, &root.join("replay"), 0, None, workers)?;
+            print_replay(&r);
+            if r.divergence.is_some() {
+                bail!("replay diverged from the online run");
+            }
             println!("demo: outputs in {}", root.display());
             if root == tmp.path() {
                 println!("demo: (temporary directory removed on exit; pass --dir to keep it)");
@@ -201,6 +273,75 @@ fn real_main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn parse_time(s: &str) -> Result<u64> {
+    if let Ok(ms) = s.parse::<u64>() {
+        return Ok(ms);
+    }
+    tidemark_dataflows::envelope::parse_rfc3339_millis(s)
+        .ok_or_else(|| anyhow::anyhow!("not a time (ms or RFC 3339): {s}"))
+}
+
+fn print_replay(r: &tidemark_jobs::replay::ReplayOutcome) {
+    println!(
+        "replay: {} decisions {:?}, {} snapshots in {:.2}s; compared {} decisions: {}",
+        r.decisions.values().sum::<u64>(),
+        r.decisions,
+        r.snapshots,
+        r.wall_secs,
+        r.compared,
+        match &r.divergence {
+            None => "MATCH".to_owned(),
+            Some(d) => format!("DIVERGED: {d}"),
+        }
+    );
+}
+
+/// Prints quarantine by reason and the confusion matrix of decisions vs. the world's truth.
+fn summary(data: &Path, world: &Path) -> Result<()> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let rt = tokio::runtime::Runtime::new()?;
+    let store = WriteOnceStore::local(data, rt.handle().clone())?;
+    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+    for p in store.list("ig/receipts")? {
+        for r in tidemark_sinks::parquet::decode_receipts(store.get(&p)?, &p)? {
+            if let Some(code) = r.reason {
+                *reasons.entry(code.as_str().to_owned()).or_default() += 1;
+            }
+        }
+    }
+    println!("quarantine/duplicates by reason: {reasons:?}");
+    let truth: BTreeSet<String> = std::fs::read_to_string(world.join("truth.csv"))?
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').next().map(str::to_owned))
+        .collect();
+    let mut matrix: BTreeMap<(&str, String), u64> = BTreeMap::new();
+    for p in store.list("dla/audit")? {
+        for r in tidemark_sinks::audit::decode_audit(store.get(&p)?, &p)? {
+            let label = if truth.contains(&r.event_id) {
+                "fraud"
+            } else {
+                "legit"
+            };
+            *matrix.entry((label, r.decision)).or_default() += 1;
+        }
+    }
+    println!("confusion matrix (truth x decision):");
+    for label in ["fraud", "legit"] {
+        let row: Vec<String> = ["ALLOW", "REVIEW", "BLOCK"]
+            .iter()
+            .map(|d| {
+                format!(
+                    "{d}={}",
+                    matrix.get(&(label, (*d).to_owned())).copied().unwrap_or(0)
+                )
+            })
+            .collect();
+        println!("  {label:<5} {}", row.join(" "));
+    }
+    Ok(())
 }
 
 fn print_run(out: &tidemark_jobs::run::RunOutcome) {

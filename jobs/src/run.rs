@@ -1,6 +1,7 @@
 //! The online run: ingress log → IG (stamp, dedup) → archive, receipts, quarantine, manifest,
 //! and a run record under `runs/`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -11,9 +12,12 @@ use timely::dataflow::operators::vec::{Map, Partition};
 use timely::dataflow::operators::{Concat, Inspect};
 
 use tidemark_dataflows::ig::{gate, IgStamper};
+use tidemark_dataflows::pipeline::{decide, DecisionConfig};
+use tidemark_operators::decision::AuditRecord;
 use tidemark_operators::hashing::bucket_of;
 use tidemark_operators::time::millis;
 use tidemark_operators::{CloseIntervals, Failures, PartitionBasis};
+use tidemark_sinks::audit::{write_audit, write_snapshots};
 use tidemark_sinks::writers::{write_archive, write_manifest, write_receipts, ManifestMeta};
 use tidemark_sinks::{Manifest, WriteOnceStore};
 use tidemark_sources::{ingress_source, FileLog, PartitionedSource, SourceEvent, SourceOptions};
@@ -46,6 +50,62 @@ pub struct RunOutcome {
     pub run_record: String,
     /// Wall-clock seconds.
     pub wall_secs: f64,
+    /// Decisions by outcome.
+    pub decisions: BTreeMap<String, u64>,
+    /// Snapshot records written.
+    pub snapshots: u64,
+}
+
+/// Counters filled by inspect operators (shared across workers).
+#[derive(Clone, Default)]
+pub struct OutputStats {
+    /// Decisions by outcome.
+    pub decisions: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// Snapshot records.
+    pub snapshots: Arc<Mutex<u64>>,
+}
+
+impl OutputStats {
+    /// Counts one audit record.
+    pub fn decision(&self, r: &AuditRecord) {
+        if let Ok(mut g) = self.decisions.lock() {
+            *g.entry(r.decision.clone()).or_default() += 1;
+        }
+    }
+    /// Counts one snapshot.
+    pub fn snapshot(&self) {
+        if let Ok(mut g) = self.snapshots.lock() {
+            *g += 1;
+        }
+    }
+    /// Takes the counts.
+    pub fn take(&self) -> (BTreeMap<String, u64>, u64) {
+        let d = self.decisions.lock().map(|g| g.clone()).unwrap_or_default();
+        let s = self.snapshots.lock().map(|g| *g).unwrap_or_default();
+        (d, s)
+    }
+}
+
+/// Builds the decision configuration of a profile; emits for logical times in
+/// `[emit_from, emit_until)`.
+pub fn decision_config(
+    profile: &Profile,
+    emit_from: u64,
+    emit_until: Option<u64>,
+) -> Result<DecisionConfig> {
+    let bundle = profile.load_bundle()?;
+    Ok(DecisionConfig {
+        features: Arc::new(profile.features.clone()),
+        ofp: profile.ofp.clone(),
+        graph: profile.graph.clone(),
+        df: profile.df.clone(),
+        policy_rev: profile.decision_policy_rev(&bundle),
+        feature_rev: profile.feature_rev(),
+        bundle: Arc::new(bundle),
+        audit_buckets: profile.dla.buckets,
+        emit_from,
+        emit_until,
+    })
 }
 
 #[derive(Serialize)]
@@ -54,6 +114,7 @@ struct RunRecord<'a> {
     tidemark_version: &'static str,
     profile: &'a str,
     policy_rev: &'a str,
+    decision_policy_rev: &'a str,
     ingress: String,
     workers: usize,
     basis_id: &'a str,
@@ -102,10 +163,14 @@ pub fn run(
     let chunk = profile.archive.receipts_chunk;
     let dedup_ms = millis(policy.dedup_window);
     let result: Arc<Mutex<Option<Manifest>>> = Arc::default();
+    let dcfg = Arc::new(decision_config(profile, 0, None)?);
+    let audit_ms = millis(profile.dla.audit_interval);
+    let stats = OutputStats::default();
     let started = chrono_now();
     let t0 = Instant::now();
     {
         let (failures, result, store) = (failures.clone(), result.clone(), store.clone());
+        let stats = stats.clone();
         let guards = timely::execute(timely::Config::process(workers.max(1)), move |worker| {
             let stamper = IgStamper::new(policy.clone(), policy_rev.clone());
             worker.dataflow::<u64, _, _>(|scope| {
@@ -121,6 +186,15 @@ pub fn run(
                     return;
                 };
                 let ig = gate(items, dedup_ms, policy_rev.clone());
+                let (st1, st2) = (stats.clone(), stats.clone());
+                let outs = decide(ig.admitted.clone(), dcfg.clone(), failures.clone());
+                let audit = outs
+                    .audit
+                    .inspect(move |r| st1.decision(r))
+                    .close_intervals("CloseAudit", audit_ms, |r| (r.logical_time, r.bucket));
+                let audit_files = write_audit(audit, store.clone(), failures.clone());
+                write_snapshots(outs.snapshots, store.clone(), failures.clone())
+                    .inspect(move |_| st2.snapshot());
                 let closed = ig
                     .admitted
                     .close_intervals("CloseArchive", interval_ms, move |a| {
@@ -131,7 +205,7 @@ pub fn run(
                     write_receipts(ig.receipts, chunk, store.clone(), failures.clone());
                 let slot = result.clone();
                 write_manifest(
-                    archive_files.concat(receipt_files),
+                    archive_files.concat(receipt_files).concat(audit_files),
                     basis,
                     meta.clone(),
                     store.clone(),
@@ -150,6 +224,7 @@ pub fn run(
         }
     }
     let wall = t0.elapsed();
+    let dcfg_rev = decision_config(profile, 0, None)?.policy_rev;
     let errors = failures.take_sorted();
     if !errors.is_empty() {
         bail!("run failed:\n  {}", errors.join("\n  "));
@@ -164,6 +239,7 @@ pub fn run(
         tidemark_version: env!("CARGO_PKG_VERSION"),
         profile: &profile.name,
         policy_rev: &manifest.policy_rev,
+        decision_policy_rev: &dcfg_rev,
         ingress: format!("file:{}", dir.display()),
         workers,
         basis_id: &manifest.basis_id,
@@ -183,10 +259,13 @@ pub fn run(
     let mut bytes = serde_json::to_vec_pretty(&record)?;
     bytes.push(b'\n');
     store.put_once(&run_path, bytes)?;
+    let (decisions, snapshots) = stats.take();
     Ok(RunOutcome {
         manifest,
         run_record: run_path,
         wall_secs: wall.as_secs_f64(),
+        decisions,
+        snapshots,
     })
 }
 

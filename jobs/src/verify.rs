@@ -63,7 +63,7 @@ pub fn verify(store: &WriteOnceStore) -> Result<VerifyReport> {
         };
         check_manifest(store, mpath, &m, &mut report, &mut listed);
     }
-    for prefix in ["archive", "ig"] {
+    for prefix in ["archive", "ig", "dla"] {
         for path in store.list(prefix)? {
             if !path.starts_with(MANIFEST_PREFIX) && !listed.contains(&path) {
                 report
@@ -153,7 +153,7 @@ fn check_manifest(
                     Err(e) => report.problems.push(format!("{}: {e}", f.path)),
                 }
             }
-            FileKind::Quarantine => {}
+            FileKind::Quarantine | FileKind::Audit => {}
         }
     }
     report.archive_rows += archive_rows;

@@ -8,7 +8,9 @@
 //! passed `t`, when every candidate at `t` and before is known. Logical times travel in the data;
 //! a message's timely time is only a lower bound for the logical times it carries.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
@@ -55,7 +57,7 @@ where
             let mut pending: BTreeMap<LogicalTime, (Capability<LogicalTime>, Vec<D>)> =
                 BTreeMap::new();
             // Per key: times (and tie-breaks) seen, in increasing time order.
-            let mut seen: HashMap<String, Vec<LogicalTime>> = HashMap::new();
+            let mut seen: HashMap<String, Vec<LogicalTime>> = HashMap::default();
             let mut since_sweep = 0usize;
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {

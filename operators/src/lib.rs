@@ -5,15 +5,18 @@
 //! Nothing in this crate performs I/O; every operator here is a pure function of its input
 //! streams and their frontiers, which is what makes online runs and replays agree.
 
+pub mod decision;
 pub mod dedup;
 pub mod failures;
 pub mod hashing;
 pub mod ingest;
 pub mod interval;
+pub mod keyed;
 pub mod reason;
 pub mod record;
 pub mod time;
 pub mod watermark;
+pub mod window;
 
 pub use dedup::{DedupDecision, DedupKeyed, WindowedDedup};
 pub use failures::Failures;

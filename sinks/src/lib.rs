@@ -9,6 +9,7 @@
 //!   and assemble the manifest once the run's frontier is complete.
 //! - [`layout`]: object paths under the prefixes of SPEC §2.
 
+pub mod audit;
 pub mod error;
 pub mod layout;
 pub mod manifest;

@@ -18,6 +18,8 @@ pub enum FileKind {
     Receipts,
     /// Quarantined records with raw bytes under `ig/quarantine/`.
     Quarantine,
+    /// Audit records under `dla/audit/`.
+    Audit,
 }
 
 /// Receipt counts by status.

@@ -33,7 +33,12 @@ fn props() -> WriterProperties {
         .build()
 }
 
-fn encode(schema: SchemaRef, columns: Vec<ArrayRef>, path: &str) -> Result<Vec<u8>, SinkError> {
+/// Encodes columns with the canonical writer properties.
+pub fn encode_columns(
+    schema: SchemaRef,
+    columns: Vec<ArrayRef>,
+    path: &str,
+) -> Result<Vec<u8>, SinkError> {
     let bug = |e: &dyn std::fmt::Display| SinkError::Bug(format!("encoding {path}: {e}"));
     let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| bug(&e))?;
     let mut out = Vec::new();
@@ -127,7 +132,7 @@ pub fn encode_archive(rows: &[Admitted], path: &str) -> Result<Vec<u8>, SinkErro
             rows.iter().map(|r| r.envelope.as_str()),
         )),
     ];
-    encode(archive_schema(), columns, path)
+    encode_columns(archive_schema(), columns, path)
 }
 
 /// Decodes an archive file.
@@ -217,7 +222,7 @@ fn receipt_columns(rows: &[Receipt]) -> Vec<ArrayRef> {
 
 /// Encodes receipts sorted by offset (raw bytes are not part of receipts).
 pub fn encode_receipts(rows: &[Receipt], path: &str) -> Result<Vec<u8>, SinkError> {
-    encode(receipts_schema(), receipt_columns(rows), path)
+    encode_columns(receipts_schema(), receipt_columns(rows), path)
 }
 
 /// Schema of quarantine files: the receipt columns plus the raw bytes.
@@ -237,7 +242,7 @@ pub fn encode_quarantine(rows: &[Receipt], path: &str) -> Result<Vec<u8>, SinkEr
     columns.push(Arc::new(BinaryArray::from_iter_values(
         rows.iter().map(|r| r.raw.as_deref().unwrap_or_default()),
     )));
-    encode(quarantine_schema(), columns, path)
+    encode_columns(quarantine_schema(), columns, path)
 }
 
 fn parse_status(s: &str, path: &str) -> Result<ReceiptStatus, SinkError> {

@@ -6,8 +6,10 @@
 //!   keeps per-partition watermarks and advances the worker frontier as SPEC §3 says.
 //! - [`filelog`]: a partitioned file log (one file per partition, offset = record index), the
 //!   ingress used by `tidemark world` and the tests.
+//! - [`archive`]: replays admitted events from the Parquet archive.
 //! - [`error`]: classified source errors.
 
+pub mod archive;
 pub mod error;
 pub mod filelog;
 pub mod source;

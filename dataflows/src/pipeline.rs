@@ -1,0 +1,554 @@
+//! IEG → OFP → DF → DLA as one function from the admitted stream to audit records and
+//! snapshot records. The online run feeds it from IG; replays feed it from the archive.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::{Broadcast, Map, Partition};
+use timely::dataflow::operators::{Capability, Concat};
+use timely::dataflow::StreamVec;
+
+use tidemark_operators::decision::{AuditRecord, SnapshotRecord};
+use tidemark_operators::hashing::{bucket_of, sha256_hex, stable_hash};
+use tidemark_operators::ingest::Admitted;
+use tidemark_operators::keyed::{global_max, KeyedWindows, WindowOutput};
+use tidemark_operators::time::millis;
+use tidemark_operators::{Failures, LogicalTime, SourceCoord};
+
+use crate::df::{action_intents, decision_id, score, DfPolicy, LoadedBundle, GRAPH_FEATURES};
+use crate::event::Event;
+use crate::ieg::{graph_inputs, GraphOutput, GraphPolicy, IdentityGraph};
+use crate::ofp::{FeatureDef, FeatureSpec, OfpPolicy};
+
+/// The event type that triggers decisions.
+pub const DECISION_TYPE: &str = "txn.authorization.v1";
+
+/// Everything the decision stages need.
+#[derive(Clone, Debug)]
+pub struct DecisionConfig {
+    /// Feature definitions.
+    pub features: Arc<Vec<FeatureDef>>,
+    /// OFP policy.
+    pub ofp: OfpPolicy,
+    /// Graph policy.
+    pub graph: GraphPolicy,
+    /// DF policy.
+    pub df: DfPolicy,
+    /// The active bundle.
+    pub bundle: Arc<LoadedBundle>,
+    /// Policy revision cited in every decision.
+    pub policy_rev: String,
+    /// Feature definition revision cited in snapshots.
+    pub feature_rev: String,
+    /// Audit buckets.
+    pub audit_buckets: u32,
+    /// Emit decisions and snapshots only for logical time `>= emit_from` (replay warm-up).
+    pub emit_from: LogicalTime,
+    /// Emit only for logical time `< emit_until`; `None` = unbounded.
+    pub emit_until: Option<LogicalTime>,
+}
+
+impl DecisionConfig {
+    /// How far back state reaches: the longest feature window or edge TTL (ms).
+    pub fn max_window_ms(&self) -> u64 {
+        let f = FeatureSpec::new(self.features.clone()).max_window_ms();
+        f.max(if self.graph.enabled {
+            millis(self.graph.edge_ttl)
+        } else {
+            0
+        })
+    }
+
+    fn in_range(&self, t: LogicalTime) -> bool {
+        t >= self.emit_from && self.emit_until.is_none_or(|u| t < u)
+    }
+}
+
+/// The outputs of [`decide`].
+pub struct DecisionOutputs<'scope> {
+    /// One audit record per decision.
+    pub audit: StreamVec<'scope, LogicalTime, AuditRecord>,
+    /// Snapshot records (on worker 0).
+    pub snapshots: StreamVec<'scope, LogicalTime, SnapshotRecord>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Trigger {
+    time: LogicalTime,
+    event_id: String,
+    coord: SourceCoord,
+    ts_utc: String,
+    trace_id: String,
+    run_id: String,
+    scenario_id: String,
+    amount_minor: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum Gather {
+    Trigger(Trigger),
+    Feature {
+        time: LogicalTime,
+        event_id: String,
+        index: u16,
+        value: Option<i64>,
+    },
+    Graph {
+        time: LogicalTime,
+        event_id: String,
+        size: i64,
+        cards: i64,
+        version: String,
+    },
+}
+
+impl Gather {
+    fn key(&self) -> (&str, LogicalTime) {
+        match self {
+            Gather::Trigger(t) => (&t.event_id, t.time),
+            Gather::Feature { time, event_id, .. } | Gather::Graph { time, event_id, .. } => {
+                (event_id, *time)
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum SnapIn {
+    Part {
+        time: LogicalTime,
+        digest: u128,
+        keys: u64,
+        max_seen: LogicalTime,
+    },
+    Graph {
+        time: LogicalTime,
+        version: String,
+        entities: u64,
+    },
+}
+
+/// Builds IEG → OFP → DF → DLA over `admitted`.
+pub fn decide<'scope>(
+    admitted: StreamVec<'scope, LogicalTime, Admitted>,
+    cfg: Arc<DecisionConfig>,
+    failures: Failures,
+) -> DecisionOutputs<'scope> {
+    let events = admitted.flat_map(move |a| {
+        let e = Event::parse(&a);
+        if e.is_none() {
+            failures.push(format!(
+                "bug: admitted event {} has a non-canonical envelope",
+                a.event_id
+            ));
+        }
+        e
+    });
+    let spec = FeatureSpec::new(cfg.features.clone());
+    let bound = global_max(events.clone().map(|e| e.time));
+    let snapshot_ms = millis(cfg.ofp.snapshot_interval);
+
+    // OFP: window contributions and point-in-time queries.
+    let (c1, s1) = (cfg.clone(), spec.clone());
+    let window_out = events
+        .clone()
+        .flat_map(move |e| {
+            let mut out = Vec::new();
+            s1.contributions(&e, &mut out);
+            if e.event_type == DECISION_TYPE && c1.in_range(e.time) {
+                let id = e.event_id.clone();
+                s1.queries(&e, |i| (id.clone(), i), &mut out);
+            }
+            out
+        })
+        .keyed_windows(spec, snapshot_ms, bound.clone());
+    let mut parts = window_out.partition(2, |o| match o {
+        WindowOutput::Answer(a) => (0, Ok(a)),
+        WindowOutput::Snapshot(s) => (1, Err(s)),
+    });
+    let (Some(snap_parts), Some(answers)) = (parts.pop(), parts.pop()) else {
+        unreachable!("partition returns two streams")
+    };
+    let feature_answers = answers.flat_map(|r| r.ok()).map(|a| Gather::Feature {
+        time: a.time,
+        event_id: a.tag.0,
+        index: a.tag.1,
+        value: a.value,
+    });
+    let snap_parts = snap_parts.flat_map(|r| r.err()).map(|p| SnapIn::Part {
+        time: p.time,
+        digest: p.digest,
+        keys: p.keys,
+        max_seen: p.max_seen,
+    });
+
+    // IEG.
+    let (c2, gp) = (cfg.clone(), cfg.graph.clone());
+    let graph_out = events
+        .clone()
+        .flat_map(move |e| {
+            let mut out = Vec::new();
+            if c2.graph.enabled {
+                let decide = e.event_type == DECISION_TYPE && c2.in_range(e.time);
+                graph_inputs(&c2.graph, &e, decide, &mut out);
+            }
+            out
+        })
+        .identity_graph(&gp, snapshot_ms, bound);
+    let mut gparts = graph_out.partition(2, |o| match o {
+        GraphOutput::Answer {
+            event_id,
+            time,
+            size,
+            cards,
+            version,
+        } => (
+            0,
+            Ok(Gather::Graph {
+                time,
+                event_id,
+                size,
+                cards,
+                version,
+            }),
+        ),
+        GraphOutput::Version {
+            time,
+            version,
+            entities,
+        } => (
+            1,
+            Err(SnapIn::Graph {
+                time,
+                version,
+                entities,
+            }),
+        ),
+    });
+    let (Some(versions), Some(graph_answers)) = (gparts.pop(), gparts.pop()) else {
+        unreachable!("partition returns two streams")
+    };
+    let versions = versions.flat_map(|r| r.err());
+    let graph_answers = graph_answers.flat_map(|r| r.ok());
+
+    // Decision triggers and postures.
+    let c3 = cfg.clone();
+    let triggers = events.clone().flat_map(move |e| {
+        (e.event_type == DECISION_TYPE && c3.in_range(e.time)).then(|| {
+            Gather::Trigger(Trigger {
+                time: e.time,
+                amount_minor: e.int("amount_minor").unwrap_or(0),
+                event_id: e.event_id,
+                coord: e.coord,
+                ts_utc: e.ts_utc,
+                trace_id: e.trace_id,
+                run_id: e.run_id,
+                scenario_id: e.scenario_id,
+            })
+        })
+    });
+    let postures = events
+        .flat_map(|e| {
+            (e.event_type == "dl.posture.v1").then(|| {
+                (
+                    e.time,
+                    e.coord,
+                    e.field("posture").unwrap_or("NORMAL").to_owned(),
+                )
+            })
+        })
+        .broadcast();
+
+    let audit = gather(
+        triggers.concat(feature_answers).concat(graph_answers),
+        postures,
+        cfg.clone(),
+    );
+    let snapshots = combine_snapshots(snap_parts.concat(versions), cfg);
+    DecisionOutputs { audit, snapshots }
+}
+
+type Postures = Vec<(LogicalTime, SourceCoord, String)>;
+
+fn gather<'scope>(
+    input: StreamVec<'scope, LogicalTime, Gather>,
+    postures: StreamVec<'scope, LogicalTime, (LogicalTime, SourceCoord, String)>,
+    cfg: Arc<DecisionConfig>,
+) -> StreamVec<'scope, LogicalTime, AuditRecord> {
+    let pact = Exchange::new(|g: &Gather| stable_hash(g.key().0.as_bytes()));
+    input.binary_frontier(
+        postures,
+        pact,
+        Pipeline,
+        "DecisionFabric",
+        move |_cap, _info| {
+            let mut pending: BTreeMap<LogicalTime, (Capability<LogicalTime>, Vec<Gather>)> =
+                BTreeMap::new();
+            let mut known: Postures = Vec::new();
+            let b = &cfg.bundle.bundle;
+            let index: Vec<Option<usize>> = b
+                .features
+                .iter()
+                .map(|f| cfg.features.iter().position(|d| d.name == f.name))
+                .collect();
+            let cfg = cfg.clone();
+            move |(in1, f1), (in2, f2), output| {
+                in1.for_each_stamp(|cap, data| {
+                    let Some(cap) = cap.retain_least(output.output_index()) else {
+                        return;
+                    };
+                    for batch in data {
+                        for g in batch.drain(..) {
+                            let t = g.key().1;
+                            let e = pending
+                                .entry(t)
+                                .or_insert_with(|| (cap.clone(), Vec::new()));
+                            if cap.time() < e.0.time() {
+                                e.0 = cap.clone();
+                            }
+                            e.1.push(g);
+                        }
+                    }
+                });
+                in2.for_each_stamp(|_cap, data| {
+                    for batch in data {
+                        known.append(batch);
+                    }
+                    known.sort();
+                });
+                while let Some((&t, _)) = pending.first_key_value() {
+                    if f1.less_equal(&t) || f2.less_equal(&t) {
+                        break;
+                    }
+                    let Some((cap, items)) = pending.remove(&t) else {
+                        break;
+                    };
+                    let posture = match known.partition_point(|p| p.0 <= t) {
+                        0 => "NORMAL".to_owned(),
+                        i => known[i - 1].2.clone(),
+                    };
+                    let mut by_event: BTreeMap<
+                        String,
+                        (
+                            Option<Trigger>,
+                            Vec<Option<i64>>,
+                            Option<(i64, i64, String)>,
+                        ),
+                    > = BTreeMap::new();
+                    let n = cfg.features.len();
+                    for g in items {
+                        match g {
+                            Gather::Trigger(tr) => {
+                                let id = tr.event_id.clone();
+                                by_event
+                                    .entry(id)
+                                    .or_insert_with(|| (None, vec![None; n], None))
+                                    .0 = Some(tr)
+                            }
+                            Gather::Feature {
+                                event_id,
+                                index,
+                                value,
+                                ..
+                            } => {
+                                let e = by_event
+                                    .entry(event_id)
+                                    .or_insert_with(|| (None, vec![None; n], None));
+                                if let Some(slot) = e.1.get_mut(index as usize) {
+                                    *slot = value;
+                                }
+                            }
+                            Gather::Graph {
+                                event_id,
+                                size,
+                                cards,
+                                version,
+                                ..
+                            } => {
+                                by_event
+                                    .entry(event_id)
+                                    .or_insert_with(|| (None, vec![None; n], None))
+                                    .2 = Some((size, cards, version))
+                            }
+                        }
+                    }
+                    let mut session = output.session(&cap);
+                    for (_id, (trigger, fvals, graph)) in by_event {
+                        let Some(tr) = trigger else { continue };
+                        session.give(audit_record(&cfg, &index, tr, &fvals, graph, &posture));
+                    }
+                }
+            }
+        },
+    )
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+fn audit_record(
+    cfg: &DecisionConfig,
+    index: &[Option<usize>],
+    tr: Trigger,
+    fvals: &[Option<i64>],
+    graph: Option<(i64, i64, String)>,
+    posture: &str,
+) -> AuditRecord {
+    let b = &cfg.bundle.bundle;
+    let mut mask = Vec::new();
+    let values: Vec<Option<i64>> = b
+        .features
+        .iter()
+        .zip(index)
+        .map(|(f, idx)| match f.name.as_str() {
+            "cluster_size" | "cluster_cards" if posture == "DEGRADED" => {
+                mask.push(f.name.clone());
+                None
+            }
+            "cluster_size" => graph.as_ref().map(|g| g.0),
+            "cluster_cards" => graph.as_ref().map(|g| g.1),
+            _ => idx.and_then(|i| fvals.get(i).copied().flatten()),
+        })
+        .collect();
+    debug_assert!(GRAPH_FEATURES.len() == 2);
+    let features = format!(
+        "[{}]",
+        b.features
+            .iter()
+            .zip(&values)
+            .map(|(f, v)| format!(
+                "[{},{}]",
+                json_str(&f.name),
+                v.map_or("null".to_owned(), |x| x.to_string())
+            ))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let s = score(b, &cfg.df, &values, posture, tr.amount_minor);
+    let id = decision_id(&tr.event_id, &cfg.bundle.digest, &cfg.policy_rev);
+    let intents = action_intents(s.decision, &id);
+    let list = |xs: &[String]| {
+        format!(
+            "[{}]",
+            xs.iter().map(|x| json_str(x)).collect::<Vec<_>>().join(",")
+        )
+    };
+    AuditRecord {
+        logical_time: tr.time,
+        bucket: bucket_of(&tr.event_id, cfg.audit_buckets),
+        feature_snapshot_hash: sha256_hex(features.as_bytes()),
+        features,
+        decision_id: id,
+        trace_id: tr.trace_id,
+        ts_utc: tr.ts_utc,
+        decision: s.decision.to_owned(),
+        score: s.score,
+        reasons: list(&s.reasons),
+        bundle_id: b.id.clone(),
+        bundle_version: b.version.clone(),
+        bundle_digest: cfg.bundle.digest.clone(),
+        policy_rev: cfg.policy_rev.clone(),
+        graph_version: graph.map(|g| g.2).unwrap_or_default(),
+        posture: posture.to_owned(),
+        degrade_mask: list(&mask),
+        source_partition: tr.coord.partition,
+        source_offset: tr.coord.offset,
+        run_id: tr.run_id,
+        scenario_id: tr.scenario_id,
+        action_intents: format!(
+            "[{}]",
+            intents
+                .iter()
+                .map(|(a, k)| format!(
+                    "{{\"action\":{},\"idempotency_key\":{}}}",
+                    json_str(a),
+                    json_str(k)
+                ))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        event_id: tr.event_id,
+    }
+}
+
+fn combine_snapshots<'scope>(
+    input: StreamVec<'scope, LogicalTime, SnapIn>,
+    cfg: Arc<DecisionConfig>,
+) -> StreamVec<'scope, LogicalTime, SnapshotRecord> {
+    input.unary_frontier(
+        Exchange::new(|_: &SnapIn| 0),
+        "CombineSnapshots",
+        move |_cap, _info| {
+            let mut pending: BTreeMap<LogicalTime, (Capability<LogicalTime>, Vec<SnapIn>)> =
+                BTreeMap::new();
+            move |(input, frontier), output| {
+                input.for_each_stamp(|cap, data| {
+                    let Some(cap) = cap.retain_least(output.output_index()) else {
+                        return;
+                    };
+                    for batch in data {
+                        for s in batch.drain(..) {
+                            let t = match &s {
+                                SnapIn::Part { time, .. } => *time,
+                                SnapIn::Graph { time, .. } => *time,
+                            };
+                            let e = pending
+                                .entry(t)
+                                .or_insert_with(|| (cap.clone(), Vec::new()));
+                            if cap.time() < e.0.time() {
+                                e.0 = cap.clone();
+                            }
+                            e.1.push(s);
+                        }
+                    }
+                });
+                while let Some((&t, _)) = pending.first_key_value() {
+                    if frontier.less_equal(&t) {
+                        break;
+                    }
+                    let Some((cap, items)) = pending.remove(&t) else {
+                        break;
+                    };
+                    // Workers report boundaries up to the global max logical time; a replay of a
+                    // sub-range also stops at its declared end.
+                    let in_bounds = cfg.emit_until.is_none_or(|u| t < u);
+                    if !in_bounds || t < cfg.emit_from {
+                        continue;
+                    }
+                    let (mut digest, mut keys) = (0u128, 0u64);
+                    let (mut version, mut entities) = (format!("{t}:{:032x}", 0u128), 0u64);
+                    for s in items {
+                        match s {
+                            SnapIn::Part {
+                                digest: d, keys: k, ..
+                            } => {
+                                digest = digest.wrapping_add(d);
+                                keys += k;
+                            }
+                            SnapIn::Graph {
+                                version: v,
+                                entities: e,
+                                ..
+                            } => {
+                                version = v;
+                                entities = e;
+                            }
+                        }
+                    }
+                    output.session(&cap).give(SnapshotRecord {
+                        time: t,
+                        feature_hash: format!("{digest:032x}"),
+                        keys,
+                        feature_rev: cfg.feature_rev.clone(),
+                        graph_version: version,
+                        graph_entities: entities,
+                    });
+                }
+            }
+        },
+    )
+}

@@ -1,0 +1,302 @@
+//! `tidemark replay`: reruns IEG → OFP → DF → DLA over the archive and compares with the run.
+//!
+//! The replay reads the archive files listed in the manifests of the source data root,
+//! verifying each file's sha256 as it reads it (an altered archive fails the replay loudly).
+//! For a range `[T0, T1)` it feeds admitted events from `T0 - max_window` (posture events from
+//! the beginning: posture is the latest one at or before `t`, however old), emits decisions and
+//! snapshots only for `T0 <= t < T1`, and writes under a new root only.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use timely::dataflow::operators::vec::{Filter, Map};
+use timely::dataflow::operators::Inspect;
+
+use tidemark_dataflows::pipeline::decide;
+use tidemark_operators::decision::AuditRecord;
+use tidemark_operators::hashing::sha256_hex;
+use tidemark_operators::time::{interval_start, millis};
+use tidemark_operators::{CloseIntervals, Failures};
+use tidemark_sinks::audit::{decode_audit, write_audit, write_snapshots};
+use tidemark_sinks::layout::MANIFEST_PREFIX;
+use tidemark_sinks::manifest::{FileKind, Manifest};
+use tidemark_sinks::parquet::decode_archive;
+use tidemark_sinks::WriteOnceStore;
+use tidemark_sources::archive::{archive_source, ArchiveReader};
+
+use crate::config::Profile;
+use crate::run::{decision_config, OutputStats};
+
+/// The outcome of a replay.
+#[derive(Clone, Debug)]
+pub struct ReplayOutcome {
+    /// Decisions by outcome.
+    pub decisions: BTreeMap<String, u64>,
+    /// Snapshots written.
+    pub snapshots: u64,
+    /// `None` for MATCH, else the first divergence.
+    pub divergence: Option<String>,
+    /// Audit rows compared.
+    pub compared: usize,
+    /// Wall seconds of the dataflow.
+    pub wall_secs: f64,
+}
+
+/// Reads every manifest under a data root.
+pub fn manifests(store: &WriteOnceStore) -> Result<Vec<Manifest>> {
+    let mut out = Vec::new();
+    for p in store.list(MANIFEST_PREFIX)? {
+        let bytes = store.get(&p)?;
+        out.push(
+            serde_json::from_slice(&bytes).with_context(|| format!("unreadable manifest {p}"))?,
+        );
+    }
+    if out.is_empty() {
+        bail!(
+            "no manifest under {MANIFEST_PREFIX}/ in {}: nothing to replay",
+            store.description()
+        );
+    }
+    Ok(out)
+}
+
+/// Replays `[from, to)` of the run in `data` into `out` with `workers` threads and compares.
+pub fn replay(
+    profile: &Profile,
+    data: &Path,
+    out: &Path,
+    from: u64,
+    to: Option<u64>,
+    workers: usize,
+) -> Result<ReplayOutcome> {
+    if out.exists()
+        && std::fs::read_dir(out)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+    {
+        bail!(
+            "replay output {} is not empty: a replay never writes over existing outputs",
+            out.display()
+        );
+    }
+    if out.canonicalize().ok().is_some() && out.canonicalize().ok() == data.canonicalize().ok() {
+        bail!("replay output must differ from the data root");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let src = WriteOnceStore::local(data, rt.handle().clone())?;
+    let dst = WriteOnceStore::local(out, rt.handle().clone())?;
+    let ms = manifests(&src)?;
+    let mut files: Vec<(u64, String)> = Vec::new();
+    let mut digests: BTreeMap<String, String> = BTreeMap::new();
+    for m in &ms {
+        for f in m.files.iter().filter(|f| f.kind == FileKind::Archive) {
+            let start = interval_start(f.min_logical_time.unwrap_or(0), m.archive_interval_ms);
+            files.push((start, f.path.clone()));
+            digests.insert(f.path.clone(), f.sha256.clone());
+        }
+    }
+    let dcfg = Arc::new(decision_config(profile, from, to)?);
+    let warm = from.saturating_sub(dcfg.max_window_ms());
+    let store = src.clone();
+    let reader: ArchiveReader = Arc::new(move |path: &str| {
+        let bytes = store.get(path).map_err(|e| e.to_string())?;
+        let sha = sha256_hex(&bytes);
+        match digests.get(path) {
+            Some(d) if *d == sha => {}
+            Some(d) => {
+                return Err(format!(
+                    "sha256 {sha} does not match the manifest ({d}): the archive was altered"
+                ))
+            }
+            None => return Err("not listed in any manifest".into()),
+        }
+        decode_archive(bytes, path).map_err(|e| e.to_string())
+    });
+    let failures = Failures::default();
+    let stats = OutputStats::default();
+    let audit_ms = millis(profile.dla.audit_interval);
+    let t0 = Instant::now();
+    {
+        let (failures, stats, dst) = (failures.clone(), stats.clone(), dst.clone());
+        let guards = timely::execute(timely::Config::process(workers.max(1)), move |worker| {
+            let (files, reader, dcfg) = (files.clone(), reader.clone(), dcfg.clone());
+            worker.dataflow::<u64, _, _>(|scope| {
+                let rows = archive_source(scope, files, reader, 0, to, failures.clone())
+                    .filter(move |a| a.logical_time >= warm || a.event_type == "dl.posture.v1");
+                let outs = decide(rows, dcfg, failures.clone());
+                let (st1, st2) = (stats.clone(), stats.clone());
+                let audit = outs
+                    .audit
+                    .inspect(move |r| st1.decision(r))
+                    .close_intervals("CloseAudit", audit_ms, |r| (r.logical_time, r.bucket));
+                write_audit(audit, dst.clone(), failures.clone()).map(|_| ());
+                write_snapshots(outs.snapshots, dst.clone(), failures.clone())
+                    .inspect(move |_| st2.snapshot());
+            });
+        })
+        .map_err(|e| anyhow!("cannot start timely workers: {e}"))?;
+        for r in guards.join() {
+            r.map_err(|e| anyhow!("worker failed: {e}"))?;
+        }
+    }
+    let wall_secs = t0.elapsed().as_secs_f64();
+    let errors = failures.take_sorted();
+    if !errors.is_empty() {
+        bail!("replay failed:\n  {}", errors.join("\n  "));
+    }
+    let (decisions, snapshots) = stats.take();
+    let (divergence, compared) = compare(&src, &dst, from, to, audit_ms)?;
+    Ok(ReplayOutcome {
+        decisions,
+        snapshots,
+        divergence,
+        compared,
+        wall_secs,
+    })
+}
+
+fn read_audit(store: &WriteOnceStore) -> Result<BTreeMap<String, Vec<AuditRecord>>> {
+    let mut out = BTreeMap::new();
+    for p in store.list("dla/audit")? {
+        let bytes = store.get(&p)?;
+        out.insert(p.clone(), decode_audit(bytes, &p)?);
+    }
+    Ok(out)
+}
+
+/// Compares the replay in `dst` with the run in `src` over `[from, to)`: audit rows in order,
+/// byte-identical audit files for intervals inside the range, byte-identical snapshots.
+pub fn compare(
+    src: &WriteOnceStore,
+    dst: &WriteOnceStore,
+    from: u64,
+    to: Option<u64>,
+    audit_ms: u64,
+) -> Result<(Option<String>, usize)> {
+    let in_range = |t: u64| t >= from && to.is_none_or(|u| t < u);
+    let a = read_audit(src)?;
+    let b = read_audit(dst)?;
+    let mut rows_a: Vec<&AuditRecord> = a
+        .values()
+        .flatten()
+        .filter(|r| in_range(r.logical_time))
+        .collect();
+    let mut rows_b: Vec<&AuditRecord> = b.values().flatten().collect();
+    rows_a.sort();
+    rows_b.sort();
+    for (x, y) in rows_a.iter().zip(&rows_b) {
+        if x != y {
+            let what = if x.event_id != y.event_id {
+                format!(
+                    "run has event {} at {}, replay has event {} at {}",
+                    x.event_id, x.logical_time, y.event_id, y.logical_time
+                )
+            } else {
+                let ja = serde_json::to_value(x)?;
+                let jb = serde_json::to_value(y)?;
+                let field = ja
+                    .as_object()
+                    .and_then(|o| {
+                        o.iter()
+                            .find(|(k, v)| jb.get(k.as_str()) != Some(v))
+                            .map(|(k, _)| k.clone())
+                    })
+                    .unwrap_or_default();
+                format!(
+                    "decision for event {} ({}) differs in {field}: run {} / replay {}",
+                    x.event_id, x.decision_id, ja[&field], jb[&field]
+                )
+            };
+            return Ok((Some(what), rows_a.len()));
+        }
+    }
+    if rows_a.len() != rows_b.len() {
+        return Ok((
+            Some(format!(
+                "run has {} decisions in range, replay has {}",
+                rows_a.len(),
+                rows_b.len()
+            )),
+            rows_a.len(),
+        ));
+    }
+    // Audit files whose interval lies inside the range must be byte-identical, with identical names.
+    for path in b.keys() {
+        let start: u64 = path
+            .split("t=")
+            .nth(1)
+            .and_then(|s| s.get(..16))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if in_range(start) && to.is_none_or(|u| start + audit_ms <= u) && from <= start {
+            let (x, y) = (src.get(path), dst.get(path)?);
+            match x {
+                Ok(x) if x == y => {}
+                Ok(_) => {
+                    return Ok((
+                        Some(format!("audit file {path} differs byte-wise")),
+                        rows_a.len(),
+                    ))
+                }
+                Err(_) => {
+                    return Ok((
+                        Some(format!("audit file {path} exists only in the replay")),
+                        rows_a.len(),
+                    ))
+                }
+            }
+        }
+    }
+    let snaps_b = dst.list("ofp/snapshots")?;
+    let snaps_a: Vec<String> = src
+        .list("ofp/snapshots")?
+        .into_iter()
+        .filter(|p| {
+            p.split("t=")
+                .nth(1)
+                .and_then(|s| s.get(..16))
+                .and_then(|s| s.parse::<u64>().ok())
+                .is_some_and(in_range)
+        })
+        .collect();
+    if snaps_a != snaps_b {
+        return Ok((
+            Some(format!(
+                "snapshot sets differ: run {} in range, replay {}",
+                snaps_a.len(),
+                snaps_b.len()
+            )),
+            rows_a.len(),
+        ));
+    }
+    for p in &snaps_a {
+        if src.get(p)? != dst.get(p)? {
+            return Ok((
+                Some(format!(
+                    "snapshot {p} differs (feature hash or graph_version)"
+                )),
+                rows_a.len(),
+            ));
+        }
+    }
+    Ok((None, rows_a.len()))
+}
+
+/// Finds the audit record of an event id or decision id.
+pub fn find_audit(store: &WriteOnceStore, id: &str) -> Result<Option<AuditRecord>> {
+    for rows in read_audit(store)?.into_values() {
+        if let Some(r) = rows
+            .into_iter()
+            .find(|r| r.event_id == id || r.decision_id == id)
+        {
+            return Ok(Some(r));
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,90 @@
+//! Records the decision stages produce and the sinks persist: audit records and snapshots.
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::LogicalTime;
+
+/// One audit record per decision (SPEC §9). List-valued fields are canonical JSON strings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Logical time of the triggering event (decision read state strictly before it).
+    pub logical_time: LogicalTime,
+    /// Triggering event id.
+    pub event_id: String,
+    /// Deterministic decision id.
+    pub decision_id: String,
+    /// Envelope trace id (may be empty).
+    pub trace_id: String,
+    /// Envelope ts_utc.
+    pub ts_utc: String,
+    /// ALLOW | REVIEW | BLOCK.
+    pub decision: String,
+    /// Score in [0, 1].
+    pub score: f64,
+    /// JSON array of reason codes (top 3 positive contributions).
+    pub reasons: String,
+    /// JSON array of `[name, value|null]` in bundle order: the exact vector used.
+    pub features: String,
+    /// sha256 hex of `features`.
+    pub feature_snapshot_hash: String,
+    /// Bundle id.
+    pub bundle_id: String,
+    /// Bundle version.
+    pub bundle_version: String,
+    /// sha256 hex of the bundle file bytes.
+    pub bundle_digest: String,
+    /// Policy revision.
+    pub policy_rev: String,
+    /// Graph version in force (latest graph snapshot boundary at or before the decision).
+    pub graph_version: String,
+    /// NORMAL | DEGRADED | SAFE.
+    pub posture: String,
+    /// JSON array of masked feature names.
+    pub degrade_mask: String,
+    /// Ingress partition.
+    pub source_partition: u32,
+    /// Ingress offset.
+    pub source_offset: u64,
+    /// Envelope run_id (may be empty).
+    pub run_id: String,
+    /// Envelope scenario_id (may be empty).
+    pub scenario_id: String,
+    /// JSON array of action intents `{"action":..,"idempotency_key":..}`.
+    pub action_intents: String,
+    /// Bucket (fixed hash of event_id), deciding the audit file.
+    pub bucket: u32,
+}
+
+impl Eq for AuditRecord {}
+impl PartialOrd for AuditRecord {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for AuditRecord {
+    /// Audit rows sort by `(logical_time, event_id)` (unique after IG dedup), then decision id.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.logical_time, &self.event_id, &self.decision_id).cmp(&(
+            other.logical_time,
+            &other.event_id,
+            &other.decision_id,
+        ))
+    }
+}
+
+/// A feature/graph state snapshot at a boundary `time` (SPEC §7).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    /// The boundary (a multiple of the snapshot interval).
+    pub time: LogicalTime,
+    /// Hash of the whole feature state as of `time` (32 hex digits).
+    pub feature_hash: String,
+    /// Number of (feature, key) pairs with a non-empty window.
+    pub keys: u64,
+    /// Feature definition revision.
+    pub feature_rev: String,
+    /// `<time>:<hash>` of the (entity, cluster_id) set as of `time`.
+    pub graph_version: String,
+    /// Entities in live, non-hub edges as of `time`.
+    pub graph_entities: u64,
+}

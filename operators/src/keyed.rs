@@ -1,0 +1,323 @@
+//! [`KeyedWindows`]: point-in-time sliding-window lookups with periodic state digests.
+//!
+//! The input carries, per key, contributions ([`WindowInput::Add`]) and point-in-time queries
+//! ([`WindowInput::Query`]), each with its logical time in the data. Inputs are routed to the
+//! worker owning the key, buffered, and processed in logical-time order once the frontier has
+//! passed their time. At time `t`, per key: evict contributions older than `t - window`, answer
+//! every query at `t` (so a query sees exactly the contributions with `t - window <= s < t`),
+//! then add the contributions at `t`. Each query is answered once, at its own time: this is a
+//! half-join against the window state, never re-emitted when the state changes later.
+//!
+//! Every `snapshot_ms` of logical time, once the frontier reaches a multiple `T`, each worker
+//! digests the state as of `T` (every key with a non-empty window) into a [`SnapshotPart`]: the
+//! wrapping sum of a 128-bit digest per `(key, value)` and the key count, emitted at timely time
+//! `T`. Sums combine across workers in any order, so the combined digest does not depend on the
+//! worker count.
+
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
+use std::hash::Hash;
+
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::StreamVec;
+
+use crate::time::LogicalTime;
+use crate::window::{Agg, Value, WindowState};
+
+/// One input to [`KeyedWindows`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WindowInput<K, Q> {
+    /// A contribution to `key` at `time`.
+    Add {
+        /// The key.
+        key: K,
+        /// Logical time.
+        time: LogicalTime,
+        /// The value.
+        value: Value,
+    },
+    /// A query of `key` as of `time` (strictly before).
+    Query {
+        /// The key.
+        key: K,
+        /// Logical time.
+        time: LogicalTime,
+        /// Returned with the answer.
+        tag: Q,
+    },
+}
+
+impl<K, Q> WindowInput<K, Q> {
+    fn key(&self) -> &K {
+        match self {
+            WindowInput::Add { key, .. } | WindowInput::Query { key, .. } => key,
+        }
+    }
+    fn time(&self) -> LogicalTime {
+        match self {
+            WindowInput::Add { time, .. } | WindowInput::Query { time, .. } => *time,
+        }
+    }
+}
+
+/// An answered query.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowAnswer<Q> {
+    /// The query's tag.
+    pub tag: Q,
+    /// The query's time.
+    pub time: LogicalTime,
+    /// The aggregate (`None` for min/max/last_gap of nothing).
+    pub value: Option<i64>,
+}
+
+/// One worker's digest of the window state as of `time`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotPart {
+    /// The snapshot boundary.
+    pub time: LogicalTime,
+    /// Wrapping sum of per-(key, value) digests.
+    pub digest: u128,
+    /// Keys with a non-empty window.
+    pub keys: u64,
+    /// Largest contribution time this worker has seen (bounds which boundaries are reported).
+    pub max_seen: LogicalTime,
+}
+
+/// Output of [`KeyedWindows::keyed_windows`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WindowOutput<Q> {
+    /// An answered query.
+    Answer(WindowAnswer<Q>),
+    /// A state digest part.
+    Snapshot(SnapshotPart),
+}
+
+/// Per-key configuration: the aggregation and window (ms) of a key.
+pub trait WindowSpec<K>: Clone + 'static {
+    /// Aggregation and window of `key`.
+    fn spec(&self, key: &K) -> (Agg, u64);
+    /// 128-bit digest of `(key, value)` for state snapshots.
+    fn digest(&self, key: &K, value: i64) -> u128;
+    /// Stable routing hash of a key.
+    fn route(&self, key: &K) -> u64;
+}
+
+/// Extension trait for keyed sliding-window lookups.
+pub trait KeyedWindows<'scope, K, Q> {
+    /// See the module docs. `snapshot_ms == 0` disables snapshots. `bound` carries the
+    /// largest logical time of the whole input (see [`global_max`]): once every input is
+    /// complete, only boundaries up to it are reported.
+    fn keyed_windows<S: WindowSpec<K>>(
+        self,
+        spec: S,
+        snapshot_ms: u64,
+        bound: StreamVec<'scope, LogicalTime, LogicalTime>,
+    ) -> StreamVec<'scope, LogicalTime, WindowOutput<Q>>;
+}
+
+/// The largest logical time of a stream, broadcast to every worker when the stream
+/// completes. Its capability trails the input frontier, so it never holds anything back.
+pub fn global_max<'scope>(
+    times: StreamVec<'scope, LogicalTime, LogicalTime>,
+) -> StreamVec<'scope, LogicalTime, LogicalTime> {
+    use timely::dataflow::operators::vec::Broadcast;
+    times
+        .unary_frontier(
+            timely::dataflow::channels::pact::Pipeline,
+            "GlobalMax",
+            |cap, _| {
+                let mut cap = Some(cap);
+                let mut max: Option<LogicalTime> = None;
+                move |(input, frontier), output| {
+                    input.for_each_stamp(|_c, data| {
+                        for batch in data {
+                            for t in batch.drain(..) {
+                                max = Some(max.map_or(t, |m: LogicalTime| m.max(t)));
+                            }
+                        }
+                    });
+                    if let Some(c) = cap.as_mut() {
+                        match frontier.frontier().iter().min() {
+                            Some(f) if f > c.time() => c.downgrade(f),
+                            Some(_) => {}
+                            None => {
+                                if let Some(m) = max {
+                                    output.session(&*c).give(m);
+                                }
+                                cap = None;
+                            }
+                        }
+                    }
+                }
+            },
+        )
+        .broadcast()
+}
+
+struct KeyState {
+    window: u64,
+    state: WindowState,
+}
+
+impl<'scope, K, Q> KeyedWindows<'scope, K, Q> for StreamVec<'scope, LogicalTime, WindowInput<K, Q>>
+where
+    K: timely::ExchangeData + Eq + Hash + Clone,
+    Q: timely::ExchangeData,
+{
+    fn keyed_windows<S: WindowSpec<K>>(
+        self,
+        spec: S,
+        snapshot_ms: u64,
+        bound: StreamVec<'scope, LogicalTime, LogicalTime>,
+    ) -> StreamVec<'scope, LogicalTime, WindowOutput<Q>> {
+        let router = spec.clone();
+        let pact = Exchange::new(move |i: &WindowInput<K, Q>| router.route(i.key()));
+        self.binary_frontier(bound, pact, Pipeline, "KeyedWindows", move |cap, _info| {
+            let mut global_max: Option<LogicalTime> = None;
+            let mut trailing: Option<Capability<LogicalTime>> = Some(cap);
+            let mut pending: BTreeMap<
+                LogicalTime,
+                (Capability<LogicalTime>, Vec<WindowInput<K, Q>>),
+            > = BTreeMap::new();
+            let mut keys: HashMap<K, KeyState> = HashMap::default();
+            let mut next_snapshot: Option<LogicalTime> = None;
+            let mut max_seen: LogicalTime = 0;
+            move |(input, frontier), (bound_in, bound_frontier), output| {
+                bound_in.for_each_stamp(|_c, data| {
+                    for batch in data {
+                        for m in batch.drain(..) {
+                            global_max = Some(global_max.map_or(m, |g: LogicalTime| g.max(m)));
+                        }
+                    }
+                });
+                let complete =
+                    frontier.frontier().is_empty() && bound_frontier.frontier().is_empty();
+                input.for_each_stamp(|cap, data| {
+                    let Some(cap) = cap.retain_least(output.output_index()) else {
+                        return;
+                    };
+                    for batch in data {
+                        for item in batch.drain(..) {
+                            let t = item.time();
+                            let e = pending
+                                .entry(t)
+                                .or_insert_with(|| (cap.clone(), Vec::new()));
+                            if cap.time() < e.0.time() {
+                                e.0 = cap.clone();
+                            }
+                            e.1.push(item);
+                        }
+                    }
+                });
+                loop {
+                    let next_input = pending
+                        .first_key_value()
+                        .map(|(t, _)| *t)
+                        .filter(|t| !frontier.less_equal(t));
+                    // Boundaries are due once the frontier reaches them (state as of T needs
+                    // only contributions before T).
+                    let snap = next_snapshot.filter(|t| {
+                        !frontier.less_than(t)
+                            && !bound_frontier.less_than(t)
+                            && (!complete || global_max.is_some_and(|m| *t <= m))
+                    });
+                    match (snap, next_input) {
+                        (Some(ts), ni) if ni.is_none_or(|ti| ts <= ti) => {
+                            let mut digest = 0u128;
+                            let mut count = 0u64;
+                            keys.retain(|k, ks| {
+                                ks.state.evict_before(ts.saturating_sub(ks.window));
+                                if ks.state.is_empty() {
+                                    return false;
+                                }
+                                if let Some(v) = ks.state.value(ts) {
+                                    digest = digest.wrapping_add(spec.digest(k, v));
+                                }
+                                count += 1;
+                                true
+                            });
+                            if count > 0 {
+                                if let Some(c) = trailing.as_ref() {
+                                    let at = if *c.time() <= ts {
+                                        c.delayed(&ts)
+                                    } else {
+                                        c.clone()
+                                    };
+                                    output.session(&at).give(WindowOutput::Snapshot(
+                                        SnapshotPart {
+                                            time: ts,
+                                            digest,
+                                            keys: count,
+                                            max_seen,
+                                        },
+                                    ));
+                                }
+                            }
+                            next_snapshot = if keys.is_empty() {
+                                None
+                            } else {
+                                Some(ts + snapshot_ms)
+                            };
+                        }
+                        (_, Some(t)) if next_snapshot.is_none_or(|ts| t < ts) => {
+                            let Some((cap, items)) = pending.remove(&t) else {
+                                break;
+                            };
+                            if snapshot_ms > 0 && next_snapshot.is_none() {
+                                next_snapshot = Some((t / snapshot_ms + 1) * snapshot_ms);
+                            }
+                            let mut session = output.session(&cap);
+                            // Queries first (strictly before t), then contributions at t.
+                            let (queries, adds): (Vec<_>, Vec<_>) = items
+                                .into_iter()
+                                .partition(|i| matches!(i, WindowInput::Query { .. }));
+                            for item in queries {
+                                if let WindowInput::Query { key, time, tag } = item {
+                                    let value = match keys.get_mut(&key) {
+                                        Some(ks) => {
+                                            ks.state.evict_before(time.saturating_sub(ks.window));
+                                            ks.state.value(time)
+                                        }
+                                        None => WindowState::new(spec.spec(&key).0).value(time),
+                                    };
+                                    session.give(WindowOutput::Answer(WindowAnswer {
+                                        tag,
+                                        time,
+                                        value,
+                                    }));
+                                }
+                            }
+                            for item in adds {
+                                if let WindowInput::Add { key, time, value } = item {
+                                    max_seen = max_seen.max(time);
+                                    let ks = keys.entry(key).or_insert_with_key(|k| {
+                                        let (agg, window) = spec.spec(k);
+                                        KeyState {
+                                            window,
+                                            state: WindowState::new(agg),
+                                        }
+                                    });
+                                    ks.state.evict_before(time.saturating_sub(ks.window));
+                                    ks.state.push(time, value);
+                                }
+                            }
+                        }
+                        _ => break,
+                    }
+                }
+                if let Some(c) = trailing.as_mut() {
+                    match frontier.frontier().iter().min() {
+                        Some(f) if f > c.time() => c.downgrade(f),
+                        Some(_) => {}
+                        None => trailing = None,
+                    }
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,280 @@
+//! DLA files: audit records as Parquet under `dla/audit/`, snapshot records as JSON under
+//! `ofp/snapshots/`.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Float64Array, StringArray, UInt32Array, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use bytes::Bytes;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::StreamVec;
+
+use tidemark_operators::decision::{AuditRecord, SnapshotRecord};
+use tidemark_operators::{ClosedBatch, Failures, LogicalTime};
+
+use crate::error::SinkError;
+use crate::manifest::{FileEntry, FileKind};
+use crate::parquet::{encode_columns, read_batches};
+use crate::store::WriteOnceStore;
+
+/// `dla/audit/t=<interval start ms, 16 digits>/bucket=<b, 3 digits>.parquet`
+pub fn audit_file(interval_start: u64, bucket: u32) -> String {
+    format!("dla/audit/t={interval_start:016}/bucket={bucket:03}.parquet")
+}
+
+/// `ofp/snapshots/t=<T, 16 digits>.json`
+pub fn snapshot_file(time: u64) -> String {
+    format!("ofp/snapshots/t={time:016}.json")
+}
+
+const STR_COLS: [&str; 18] = [
+    "event_id",
+    "decision_id",
+    "trace_id",
+    "ts_utc",
+    "decision",
+    "reasons",
+    "features",
+    "feature_snapshot_hash",
+    "bundle_id",
+    "bundle_version",
+    "bundle_digest",
+    "policy_rev",
+    "graph_version",
+    "posture",
+    "degrade_mask",
+    "run_id",
+    "scenario_id",
+    "action_intents",
+];
+
+fn str_col(r: &AuditRecord, i: usize) -> &str {
+    match i {
+        0 => &r.event_id,
+        1 => &r.decision_id,
+        2 => &r.trace_id,
+        3 => &r.ts_utc,
+        4 => &r.decision,
+        5 => &r.reasons,
+        6 => &r.features,
+        7 => &r.feature_snapshot_hash,
+        8 => &r.bundle_id,
+        9 => &r.bundle_version,
+        10 => &r.bundle_digest,
+        11 => &r.policy_rev,
+        12 => &r.graph_version,
+        13 => &r.posture,
+        14 => &r.degrade_mask,
+        15 => &r.run_id,
+        16 => &r.scenario_id,
+        _ => &r.action_intents,
+    }
+}
+
+/// Schema of audit files.
+pub fn audit_schema() -> SchemaRef {
+    let mut fields = vec![Field::new("logical_time", DataType::UInt64, false)];
+    fields.extend(
+        STR_COLS
+            .iter()
+            .map(|n| Field::new(*n, DataType::Utf8, false)),
+    );
+    fields.push(Field::new("score", DataType::Float64, false));
+    fields.push(Field::new("source_partition", DataType::UInt32, false));
+    fields.push(Field::new("source_offset", DataType::UInt64, false));
+    fields.push(Field::new("bucket", DataType::UInt32, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// Encodes sorted audit records.
+pub fn encode_audit(rows: &[AuditRecord], path: &str) -> Result<Vec<u8>, SinkError> {
+    let mut cols: Vec<ArrayRef> = vec![Arc::new(UInt64Array::from_iter_values(
+        rows.iter().map(|r| r.logical_time),
+    ))];
+    for i in 0..STR_COLS.len() {
+        cols.push(Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| str_col(r, i)),
+        )));
+    }
+    cols.push(Arc::new(Float64Array::from_iter_values(
+        rows.iter().map(|r| r.score),
+    )));
+    cols.push(Arc::new(UInt32Array::from_iter_values(
+        rows.iter().map(|r| r.source_partition),
+    )));
+    cols.push(Arc::new(UInt64Array::from_iter_values(
+        rows.iter().map(|r| r.source_offset),
+    )));
+    cols.push(Arc::new(UInt32Array::from_iter_values(
+        rows.iter().map(|r| r.bucket),
+    )));
+    encode_columns(audit_schema(), cols, path)
+}
+
+/// Decodes an audit file.
+pub fn decode_audit(bytes: Bytes, path: &str) -> Result<Vec<AuditRecord>, SinkError> {
+    let corrupt = |m: String| SinkError::Corrupt {
+        path: path.to_owned(),
+        message: m,
+    };
+    let mut out = Vec::new();
+    for b in read_batches(bytes, path)? {
+        let get = |name: &str| {
+            b.column_by_name(name)
+                .ok_or_else(|| corrupt(format!("missing column {name}")))
+        };
+        let lt = get("logical_time")?
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .cloned()
+            .ok_or_else(|| corrupt("logical_time".into()))?;
+        let sc = get("score")?
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .cloned()
+            .ok_or_else(|| corrupt("score".into()))?;
+        let sp = get("source_partition")?
+            .as_any()
+            .downcast_ref::<UInt32Array>()
+            .cloned()
+            .ok_or_else(|| corrupt("source_partition".into()))?;
+        let so = get("source_offset")?
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .cloned()
+            .ok_or_else(|| corrupt("source_offset".into()))?;
+        let bk = get("bucket")?
+            .as_any()
+            .downcast_ref::<UInt32Array>()
+            .cloned()
+            .ok_or_else(|| corrupt("bucket".into()))?;
+        let mut strs = Vec::new();
+        for n in STR_COLS {
+            strs.push(
+                get(n)?
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .cloned()
+                    .ok_or_else(|| corrupt(n.into()))?,
+            );
+        }
+        for i in 0..b.num_rows() {
+            let s = |c: usize| strs[c].value(i).to_owned();
+            out.push(AuditRecord {
+                logical_time: lt.value(i),
+                event_id: s(0),
+                decision_id: s(1),
+                trace_id: s(2),
+                ts_utc: s(3),
+                decision: s(4),
+                reasons: s(5),
+                features: s(6),
+                feature_snapshot_hash: s(7),
+                bundle_id: s(8),
+                bundle_version: s(9),
+                bundle_digest: s(10),
+                policy_rev: s(11),
+                graph_version: s(12),
+                posture: s(13),
+                degrade_mask: s(14),
+                run_id: s(15),
+                scenario_id: s(16),
+                action_intents: s(17),
+                score: sc.value(i),
+                source_partition: sp.value(i),
+                source_offset: so.value(i),
+                bucket: bk.value(i),
+            });
+        }
+        let _ = lt.len();
+    }
+    Ok(out)
+}
+
+/// Writes closed audit batches; emits file entries.
+pub fn write_audit<'scope>(
+    batches: StreamVec<'scope, LogicalTime, ClosedBatch<AuditRecord>>,
+    store: WriteOnceStore,
+    failures: Failures,
+) -> StreamVec<'scope, LogicalTime, FileEntry> {
+    batches.unary(Pipeline, "WriteAudit", move |_cap, _info| {
+        move |input, output| {
+            input.for_each_stamp(|cap, data| {
+                let Some(cap) = cap.retain_least(output.output_index()) else {
+                    return;
+                };
+                let mut session = output.session(&cap);
+                for batch in data {
+                    for b in batch.drain(..) {
+                        let path = audit_file(b.interval_start, b.bucket);
+                        let bytes = match encode_audit(&b.rows, &path) {
+                            Ok(bytes) => bytes,
+                            Err(e) => {
+                                failures.push(e.to_string());
+                                continue;
+                            }
+                        };
+                        let sha256 = tidemark_operators::hashing::sha256_hex(&bytes);
+                        let len = bytes.len() as u64;
+                        match store.put_once(&path, bytes) {
+                            Ok(_) => session.give(FileEntry {
+                                path,
+                                kind: FileKind::Audit,
+                                sha256,
+                                bytes: len,
+                                rows: b.rows.len() as u64,
+                                min_logical_time: b.rows.first().map(|r| r.logical_time),
+                                max_logical_time: b.rows.last().map(|r| r.logical_time),
+                                partition: None,
+                                first_offset: None,
+                                last_offset: None,
+                                counts: None,
+                            }),
+                            Err(e) => failures.push(e.to_string()),
+                        }
+                    }
+                }
+            });
+        }
+    })
+}
+
+/// Canonical bytes of a snapshot record: pretty JSON with a trailing newline.
+pub fn snapshot_bytes(s: &SnapshotRecord) -> Vec<u8> {
+    let mut v = serde_json::to_vec_pretty(s).unwrap_or_default();
+    v.push(b'\n');
+    v
+}
+
+/// Writes snapshot records under `ofp/snapshots/` (write-once); passes them through.
+pub fn write_snapshots<'scope>(
+    snapshots: StreamVec<'scope, LogicalTime, SnapshotRecord>,
+    store: WriteOnceStore,
+    failures: Failures,
+) -> StreamVec<'scope, LogicalTime, SnapshotRecord> {
+    snapshots.unary(
+        Exchange::new(|_: &SnapshotRecord| 0),
+        "WriteSnapshots",
+        move |_cap, _info| {
+            move |input, output| {
+                input.for_each_stamp(|cap, data| {
+                    let Some(cap) = cap.retain_least(output.output_index()) else {
+                        return;
+                    };
+                    let mut session = output.session(&cap);
+                    for batch in data {
+                        for s in batch.drain(..) {
+                            if let Err(e) =
+                                store.put_once(&snapshot_file(s.time), snapshot_bytes(&s))
+                            {
+                                failures.push(e.to_string());
+                            }
+                            session.give(s);
+                        }
+                    }
+                });
+            }
+        },
+    )
+}
