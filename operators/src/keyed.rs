@@ -310,9 +310,20 @@ where
                         _ => break,
                     }
                 }
+                // Trail the input frontier, but never past a boundary still to be reported:
+                // snapshot parts must carry exactly their boundary's time.
                 if let Some(c) = trailing.as_mut() {
-                    match frontier.frontier().iter().min() {
-                        Some(f) if f > c.time() => c.downgrade(f),
+                    let f = frontier.frontier().iter().min().copied();
+                    let hold = match (f, next_snapshot) {
+                        (Some(f), Some(s)) => Some(f.min(s)),
+                        (Some(f), None) => Some(f),
+                        (None, Some(s)) if !complete || global_max.is_some_and(|m| s <= m) => {
+                            Some(s)
+                        }
+                        (None, _) => None,
+                    };
+                    match hold {
+                        Some(h) if h > *c.time() => c.downgrade(&h),
                         Some(_) => {}
                         None => trailing = None,
                     }

@@ -160,7 +160,10 @@ fn ip_str(buf: &mut Vec<u8>, ip: u64) {
 
 impl World {
     pub(crate) fn new(cfg: &WorldConfig, rng: &mut ChaCha8Rng) -> Self {
-        let n_accounts = (cfg.events / 40).max(200);
+        // About two events per account per simulated hour, bounded for tiny worlds.
+        let n_accounts = ((cfg.rate_per_sec * 1800.0) as u64)
+            .min(cfg.events / 4)
+            .max(200);
         let mut next_card = 0u64;
         let mut next_device = 0u64;
         let accounts = (0..n_accounts)
@@ -247,17 +250,16 @@ impl World {
             self.episode(rng, t, a, pending);
             return None;
         }
-        if r < cfg.fraud_rate + 0.0002 {
-            self.degraded = !self.degraded;
-            let posture = if self.degraded {
-                if rng.random_bool(0.2) {
-                    "SAFE"
-                } else {
-                    "DEGRADED"
-                }
+        if r < cfg.fraud_rate + 0.000_01 && !self.degraded {
+            // A short degrade episode: DEGRADED (sometimes SAFE) for 1-5 minutes, then NORMAL.
+            self.degraded = true;
+            let posture = if rng.random_bool(0.2) {
+                "SAFE"
             } else {
-                "NORMAL"
+                "DEGRADED"
             };
+            let back = t + rng.random_range(60_000..300_000);
+            self.schedule(pending, back, Kind::Posture { posture: "NORMAL" });
             return Some(Ev {
                 at: t,
                 kind: Kind::Posture { posture },
@@ -603,7 +605,12 @@ impl World {
                 }
             }
             Kind::Label { .. } => stats.labels += 1,
-            Kind::Posture { .. } => stats.postures += 1,
+            Kind::Posture { posture } => {
+                stats.postures += 1;
+                if *posture == "NORMAL" {
+                    self.degraded = false;
+                }
+            }
             _ => {}
         }
         let key_hash = match account {
