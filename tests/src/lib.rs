@@ -101,3 +101,28 @@ pub fn read_receipts(data: &Path) -> Vec<Receipt> {
     all.sort_by_key(|r| r.coord);
     all
 }
+
+/// All audit records under `data/dla/audit`, sorted by (logical_time, event_id).
+pub fn read_audit(data: &Path) -> Vec<tidemark_operators::decision::AuditRecord> {
+    let mut all = Vec::new();
+    for (path, bytes) in read_tree(data, "dla/audit") {
+        all.extend(tidemark_sinks::audit::decode_audit(bytes.into(), &path).expect("decode audit"));
+    }
+    all.sort();
+    all
+}
+
+/// All admitted events under `data/archive`, sorted by (logical_time, event_id, coord).
+pub fn read_archive(data: &Path) -> Vec<tidemark_operators::ingest::Admitted> {
+    let mut all = Vec::new();
+    for (path, bytes) in read_tree(data, "archive") {
+        if path.ends_with(".parquet") {
+            all.extend(
+                tidemark_sinks::parquet::decode_archive(bytes.into(), &path)
+                    .expect("decode archive"),
+            );
+        }
+    }
+    all.sort();
+    all
+}

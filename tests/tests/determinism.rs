@@ -11,8 +11,14 @@ use tidemark_tests::{make_world, read_log, read_receipts, read_tree, run_ig};
 
 fn primary_truths(data: &std::path::Path) -> BTreeMap<String, Vec<u8>> {
     let mut all = read_tree(data, "archive");
-    all.extend(read_tree(data, "ig"));
+    for sub in ["ig", "dla", "ofp"] {
+        all.extend(read_tree(data, sub));
+    }
     all
+}
+
+fn local() -> Profile {
+    tidemark_jobs::config::load("local").unwrap()
 }
 
 fn check_profile(profile: &Profile) {
@@ -93,13 +99,15 @@ fn check_profile(profile: &Profile) {
 
 #[test]
 fn identical_across_worker_counts_and_reruns_quarantine_policy() {
-    check_profile(&Profile::default());
+    check_profile(&local());
 }
 
 #[test]
 fn identical_across_worker_counts_and_reruns_clamp_policy() {
-    let mut p = Profile::default();
+    let mut p = local();
     p.ig.late_policy = LatePolicy::Clamp;
+    p.ofp.snapshot_interval = std::time::Duration::from_secs(120);
+    p.dla.audit_interval = std::time::Duration::from_secs(300);
     p.archive.interval = std::time::Duration::from_secs(600);
     p.archive.receipts_chunk = 3_000;
     check_profile(&p);
