@@ -320,8 +320,7 @@ impl<'scope> IdentityGraph<'scope> for StreamVec<'scope, LogicalTime, GraphInput
         self.binary_frontier(bound, pact, Pipeline, "IdentityGraph", move |cap0, _| {
             let mut global_max: Option<LogicalTime> = None;
             let mut trailing: Option<Capability<LogicalTime>> = Some(cap0);
-            let mut pending: BTreeMap<LogicalTime, (Capability<LogicalTime>, Vec<GraphInput>)> =
-                BTreeMap::new();
+            let mut pending: tidemark_operators::keyed::Pending<GraphInput> = BTreeMap::new();
             let mut graph = LiveGraph::new(ttl, cap);
             let mut next_snapshot: Option<LogicalTime> = None;
             let mut version = String::new();

@@ -108,7 +108,7 @@ impl FeatureSpec {
     /// Window contributions of `e` (one per matching feature).
     pub fn contributions<Q>(&self, e: &Event, out: &mut Vec<WindowInput<FeatureKey, Q>>) {
         for (i, d) in self.defs.iter().enumerate() {
-            if !d.event_types.iter().any(|t| *t == e.event_type) {
+            if !d.event_types.contains(&e.event_type) {
                 continue;
             }
             if let Some((f, v)) = d.filter.as_deref().and_then(|f| f.split_once('=')) {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::{Broadcast, Map, Partition};
-use timely::dataflow::operators::{Capability, Concat};
+use timely::dataflow::operators::Concat;
 use timely::dataflow::StreamVec;
 
 use tidemark_operators::decision::{AuditRecord, SnapshotRecord};
@@ -273,6 +273,13 @@ pub fn decide<'scope>(
 
 type Postures = Vec<(LogicalTime, SourceCoord, String)>;
 
+/// What one decision has gathered: its trigger, OFP values, and (size, cards, graph_version).
+type Gathered = (
+    Option<Trigger>,
+    Vec<Option<i64>>,
+    Option<(i64, i64, String)>,
+);
+
 fn gather<'scope>(
     input: StreamVec<'scope, LogicalTime, Gather>,
     postures: StreamVec<'scope, LogicalTime, (LogicalTime, SourceCoord, String)>,
@@ -285,8 +292,7 @@ fn gather<'scope>(
         Pipeline,
         "DecisionFabric",
         move |_cap, _info| {
-            let mut pending: BTreeMap<LogicalTime, (Capability<LogicalTime>, Vec<Gather>)> =
-                BTreeMap::new();
+            let mut pending: tidemark_operators::keyed::Pending<Gather> = BTreeMap::new();
             let mut known: Postures = Vec::new();
             let b = &cfg.bundle.bundle;
             let index: Vec<Option<usize>> = b
@@ -330,14 +336,7 @@ fn gather<'scope>(
                         0 => "NORMAL".to_owned(),
                         i => known[i - 1].2.clone(),
                     };
-                    let mut by_event: BTreeMap<
-                        String,
-                        (
-                            Option<Trigger>,
-                            Vec<Option<i64>>,
-                            Option<(i64, i64, String)>,
-                        ),
-                    > = BTreeMap::new();
+                    let mut by_event: BTreeMap<String, Gathered> = BTreeMap::new();
                     let n = cfg.features.len();
                     for g in items {
                         match g {
@@ -483,8 +482,7 @@ fn combine_snapshots<'scope>(
         Exchange::new(|_: &SnapIn| 0),
         "CombineSnapshots",
         move |_cap, _info| {
-            let mut pending: BTreeMap<LogicalTime, (Capability<LogicalTime>, Vec<SnapIn>)> =
-                BTreeMap::new();
+            let mut pending: tidemark_operators::keyed::Pending<SnapIn> = BTreeMap::new();
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     let Some(cap) = cap.retain_least(output.output_index()) else {

@@ -28,6 +28,9 @@ use timely::dataflow::StreamVec;
 use crate::time::LogicalTime;
 use crate::window::{Agg, Value, WindowState};
 
+/// Inputs buffered by logical time, each time with the least capability that delivered it.
+pub type Pending<D> = BTreeMap<LogicalTime, (Capability<LogicalTime>, Vec<D>)>;
+
 /// One input to [`KeyedWindows`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WindowInput<K, Q> {
@@ -180,10 +183,7 @@ where
         self.binary_frontier(bound, pact, Pipeline, "KeyedWindows", move |cap, _info| {
             let mut global_max: Option<LogicalTime> = None;
             let mut trailing: Option<Capability<LogicalTime>> = Some(cap);
-            let mut pending: BTreeMap<
-                LogicalTime,
-                (Capability<LogicalTime>, Vec<WindowInput<K, Q>>),
-            > = BTreeMap::new();
+            let mut pending: Pending<WindowInput<K, Q>> = BTreeMap::new();
             let mut keys: HashMap<K, KeyState> = HashMap::default();
             let mut next_snapshot: Option<LogicalTime> = None;
             let mut max_seen: LogicalTime = 0;
