@@ -3,8 +3,11 @@
 //! `TIDEMARK_BENCH_EVENTS` overrides the world size.
 
 use tidemark_benches::measure;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tidemark_jobs::config::Profile;
-use tidemark_jobs::run::{run, Ingress};
+use tidemark_jobs::run::{run_stages, Ingress};
 use tidemark_jobs::world::sink::NullSink;
 use tidemark_jobs::world::{generate, FileLogSink, WorldConfig};
 
@@ -45,8 +48,15 @@ fn main() -> anyhow::Result<()> {
     let mut rates = Vec::new();
     for workers in [1usize, 2] {
         let data = tmp.path().join(format!("data-w{workers}"));
-        let (wall, cpu, out) =
-            measure(|| run(&profile, &Ingress::File(ingress.clone()), &data, workers));
+        let (wall, cpu, out) = measure(|| {
+            run_stages(
+                &profile,
+                &Ingress::File(ingress.clone()),
+                &data,
+                workers,
+                false,
+            )
+        });
         let out = out?;
         let n = out.manifest.totals.total();
         let per_cpu = n as f64 / cpu.as_secs_f64();

@@ -350,6 +350,8 @@ impl<'scope> IdentityGraph<'scope> for StreamVec<'scope, LogicalTime, GraphInput
                         }
                     }
                 });
+                let mut out_cap: Option<Capability<LogicalTime>> = None;
+                let mut out: Vec<GraphOutput> = Vec::new();
                 loop {
                     let next_input = pending
                         .first_key_value()
@@ -390,7 +392,9 @@ impl<'scope> IdentityGraph<'scope> for StreamVec<'scope, LogicalTime, GraphInput
                             if snapshot_ms > 0 && next_snapshot.is_none() {
                                 next_snapshot = Some((t / snapshot_ms + 1) * snapshot_ms);
                             }
-                            let mut session = output.session(&cap);
+                            if out_cap.is_none() {
+                                out_cap = Some(cap.clone());
+                            }
                             for item in &items {
                                 if let GraphInput::Query {
                                     time,
@@ -399,7 +403,7 @@ impl<'scope> IdentityGraph<'scope> for StreamVec<'scope, LogicalTime, GraphInput
                                 } = item
                                 {
                                     let (size, cards) = graph.cluster(card, *time);
-                                    session.give(GraphOutput::Answer {
+                                    out.push(GraphOutput::Answer {
                                         event_id: event_id.clone(),
                                         time: *time,
                                         size,
@@ -418,6 +422,11 @@ impl<'scope> IdentityGraph<'scope> for StreamVec<'scope, LogicalTime, GraphInput
                         }
                         _ => break,
                     }
+                }
+                // One message per activation, not one per logical time: the capability of the
+                // earliest time processed is valid for every later one.
+                if let Some(c) = out_cap {
+                    output.session(&c).give_iterator(out.drain(..));
                 }
                 // Trail the input frontier, but never past a boundary still to be reported:
                 // snapshot parts must carry exactly their boundary's time.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::{Broadcast, Map, Partition};
-use timely::dataflow::operators::Concat;
+use timely::dataflow::operators::{Capability, Concat};
 use timely::dataflow::StreamVec;
 
 use tidemark_operators::decision::{AuditRecord, SnapshotRecord};
@@ -325,6 +325,8 @@ fn gather<'scope>(
                     }
                     known.sort();
                 });
+                let mut out_cap: Option<Capability<LogicalTime>> = None;
+                let mut out: Vec<AuditRecord> = Vec::new();
                 while let Some((&t, _)) = pending.first_key_value() {
                     if f1.less_equal(&t) || f2.less_equal(&t) {
                         break;
@@ -374,11 +376,17 @@ fn gather<'scope>(
                             }
                         }
                     }
-                    let mut session = output.session(&cap);
+                    if out_cap.is_none() {
+                        out_cap = Some(cap.clone());
+                    }
                     for (_id, (trigger, fvals, graph)) in by_event {
                         let Some(tr) = trigger else { continue };
-                        session.give(audit_record(&cfg, &index, tr, &fvals, graph, &posture));
+                        out.push(audit_record(&cfg, &index, tr, &fvals, graph, &posture));
                     }
+                }
+                // One message per activation, not one per logical time.
+                if let Some(c) = out_cap {
+                    output.session(&c).give_iterator(out.drain(..));
                 }
             }
         },

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
-use timely::dataflow::operators::vec::{Map, Partition};
+use timely::dataflow::operators::vec::{Filter, Map, Partition};
 use timely::dataflow::operators::{Concat, Inspect};
 
 use tidemark_dataflows::ig::{gate, IgStamper};
@@ -126,12 +126,25 @@ struct RunRecord<'a> {
     wall_ms: u128,
 }
 
-/// Runs IG over `ingress` with `workers` threads, writing under `data`.
+/// Runs the whole pipeline (IG → IEG → OFP → DF → DLA) over `ingress` with `workers` threads,
+/// writing under `data`.
 pub fn run(
     profile: &Profile,
     ingress: &Ingress,
     data: &Path,
     workers: usize,
+) -> Result<RunOutcome> {
+    run_stages(profile, ingress, data, workers, true)
+}
+
+/// Like [`run`]; with `decisions == false` only IG runs (archive, receipts, quarantine), which
+/// is what the IG benchmark measures.
+pub fn run_stages(
+    profile: &Profile,
+    ingress: &Ingress,
+    data: &Path,
+    workers: usize,
+    decisions: bool,
 ) -> Result<RunOutcome> {
     let Ingress::File(dir) = ingress;
     let log =
@@ -187,7 +200,8 @@ pub fn run(
                 };
                 let ig = gate(items, dedup_ms, policy_rev.clone());
                 let (st1, st2) = (stats.clone(), stats.clone());
-                let outs = decide(ig.admitted.clone(), dcfg.clone(), failures.clone());
+                let admitted = ig.admitted.clone().filter(move |_| decisions);
+                let outs = decide(admitted, dcfg.clone(), failures.clone());
                 let audit = outs
                     .audit
                     .inspect(move |r| st1.decision(r))

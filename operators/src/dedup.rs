@@ -76,6 +76,8 @@ where
                         }
                     }
                 });
+                let mut out_cap: Option<Capability<LogicalTime>> = None;
+                let mut out: Vec<(D, DedupDecision)> = Vec::new();
                 while let Some((&t, _)) = pending.first_key_value() {
                     if frontier.less_equal(&t) {
                         break;
@@ -86,7 +88,9 @@ where
                     batch.sort_by(|a, b| {
                         (a.dedup_key(), a.tiebreak()).cmp(&(b.dedup_key(), b.tiebreak()))
                     });
-                    let mut session = output.session(&cap);
+                    if out_cap.is_none() {
+                        out_cap = Some(cap.clone());
+                    }
                     let mut prev_key: Option<String> = None;
                     for d in batch {
                         let key = d.dedup_key();
@@ -105,7 +109,7 @@ where
                         } else {
                             DedupDecision::First
                         };
-                        session.give((d, decision));
+                        out.push((d, decision));
                     }
                     since_sweep += 1;
                     // Sweep keys whose window has passed, amortised over the keys held.
@@ -117,6 +121,12 @@ where
                                 .is_some_and(|&s| s.saturating_add(window_ms) > t)
                         });
                     }
+                }
+
+                // One message per activation, not one per logical time: the capability of the
+                // earliest time processed is valid for every later one.
+                if let Some(c) = out_cap {
+                    output.session(&c).give_iterator(out.drain(..));
                 }
             }
         })

@@ -214,6 +214,8 @@ where
                         }
                     }
                 });
+                let mut out_cap: Option<Capability<LogicalTime>> = None;
+                let mut out: Vec<WindowOutput<Q>> = Vec::new();
                 loop {
                     let next_input = pending
                         .first_key_value()
@@ -271,7 +273,9 @@ where
                             if snapshot_ms > 0 && next_snapshot.is_none() {
                                 next_snapshot = Some((t / snapshot_ms + 1) * snapshot_ms);
                             }
-                            let mut session = output.session(&cap);
+                            if out_cap.is_none() {
+                                out_cap = Some(cap.clone());
+                            }
                             // Queries first (strictly before t), then contributions at t.
                             let (queries, adds): (Vec<_>, Vec<_>) = items
                                 .into_iter()
@@ -285,7 +289,7 @@ where
                                         }
                                         None => WindowState::new(spec.spec(&key).0).value(time),
                                     };
-                                    session.give(WindowOutput::Answer(WindowAnswer {
+                                    out.push(WindowOutput::Answer(WindowAnswer {
                                         tag,
                                         time,
                                         value,
@@ -309,6 +313,11 @@ where
                         }
                         _ => break,
                     }
+                }
+                // One message per activation, not one per logical time: the capability of the
+                // earliest time processed is valid for every later one.
+                if let Some(c) = out_cap {
+                    output.session(&c).give_iterator(out.drain(..));
                 }
                 // Trail the input frontier, but never past a boundary still to be reported:
                 // snapshot parts must carry exactly their boundary's time.

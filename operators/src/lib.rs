@@ -1,4 +1,4 @@
-//! Generic timely/differential building blocks for tidemark and the small shared types every
+//! Generic timely building blocks for tidemark and the small shared types every
 //! other crate speaks: logical time, raw ingress records and their coordinates, per-partition
 //! watermark clocks, stable hashing and bucketing, interval closing and windowed dedup.
 //!
