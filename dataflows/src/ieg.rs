@@ -25,6 +25,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
+use tidemark_operators::keyed::{stash, trail_boundaries};
 use tidemark_operators::time::millis;
 use tidemark_operators::LogicalTime;
 
@@ -340,13 +341,7 @@ impl<'scope> IdentityGraph<'scope> for StreamVec<'scope, LogicalTime, GraphInput
                     };
                     for batch in data {
                         for item in batch.drain(..) {
-                            let e = pending
-                                .entry(item.time())
-                                .or_insert_with(|| (cap.clone(), Vec::new()));
-                            if cap.time() < e.0.time() {
-                                e.0 = cap.clone();
-                            }
-                            e.1.push(item);
+                            stash(&mut pending, &cap, item.time(), item);
                         }
                     }
                 });
@@ -428,24 +423,13 @@ impl<'scope> IdentityGraph<'scope> for StreamVec<'scope, LogicalTime, GraphInput
                 if let Some(c) = out_cap {
                     output.session(&c).give_iterator(out.drain(..));
                 }
-                // Trail the input frontier, but never past a boundary still to be reported:
-                // snapshot parts must carry exactly their boundary's time.
-                if let Some(c) = trailing.as_mut() {
-                    let f = frontier.frontier().iter().min().copied();
-                    let hold = match (f, next_snapshot) {
-                        (Some(f), Some(s)) => Some(f.min(s)),
-                        (Some(f), None) => Some(f),
-                        (None, Some(s)) if !complete || global_max.is_some_and(|m| s <= m) => {
-                            Some(s)
-                        }
-                        (None, _) => None,
-                    };
-                    match hold {
-                        Some(h) if h > *c.time() => c.downgrade(&h),
-                        Some(_) => {}
-                        None => trailing = None,
-                    }
-                }
+                trail_boundaries(
+                    &mut trailing,
+                    frontier.frontier().iter().min().copied(),
+                    next_snapshot,
+                    complete,
+                    global_max,
+                );
             }
         })
     }

@@ -14,7 +14,7 @@ use timely::dataflow::StreamVec;
 use tidemark_operators::decision::{AuditRecord, SnapshotRecord};
 use tidemark_operators::hashing::{bucket_of, sha256_hex, stable_hash};
 use tidemark_operators::ingest::Admitted;
-use tidemark_operators::keyed::{global_max, KeyedWindows, WindowOutput};
+use tidemark_operators::keyed::{global_max, stash, KeyedWindows, WindowOutput};
 use tidemark_operators::time::millis;
 use tidemark_operators::{Failures, LogicalTime, SourceCoord};
 
@@ -309,13 +309,7 @@ fn gather<'scope>(
                     for batch in data {
                         for g in batch.drain(..) {
                             let t = g.key().1;
-                            let e = pending
-                                .entry(t)
-                                .or_insert_with(|| (cap.clone(), Vec::new()));
-                            if cap.time() < e.0.time() {
-                                e.0 = cap.clone();
-                            }
-                            e.1.push(g);
+                            stash(&mut pending, &cap, t, g);
                         }
                     }
                 });
@@ -502,13 +496,7 @@ fn combine_snapshots<'scope>(
                                 SnapIn::Part { time, .. } => *time,
                                 SnapIn::Graph { time, .. } => *time,
                             };
-                            let e = pending
-                                .entry(t)
-                                .or_insert_with(|| (cap.clone(), Vec::new()));
-                            if cap.time() < e.0.time() {
-                                e.0 = cap.clone();
-                            }
-                            e.1.push(s);
+                            stash(&mut pending, &cap, t, s);
                         }
                     }
                 });

@@ -28,6 +28,48 @@ use timely::dataflow::StreamVec;
 use crate::time::LogicalTime;
 use crate::window::{Agg, Value, WindowState};
 
+/// Buffers `item` at logical `time`, keeping for each time the least capability that
+/// delivered something at it (any capability `<=` the time is valid for its outputs).
+pub fn stash<D>(
+    pending: &mut Pending<D>,
+    cap: &Capability<LogicalTime>,
+    time: LogicalTime,
+    item: D,
+) {
+    let e = pending
+        .entry(time)
+        .or_insert_with(|| (cap.clone(), Vec::new()));
+    if cap.time() < e.0.time() {
+        e.0 = cap.clone();
+    }
+    e.1.push(item);
+}
+
+/// Trails a capability behind the input frontier `frontier_min`, but never past a snapshot
+/// boundary still to be reported (`next_boundary`), so boundary outputs can carry exactly
+/// their boundary's time. Once the input is `complete`, boundaries above `global_max` are
+/// never reported and the capability is released.
+pub fn trail_boundaries(
+    trailing: &mut Option<Capability<LogicalTime>>,
+    frontier_min: Option<LogicalTime>,
+    next_boundary: Option<LogicalTime>,
+    complete: bool,
+    global_max: Option<LogicalTime>,
+) {
+    let Some(c) = trailing.as_mut() else { return };
+    let hold = match (frontier_min, next_boundary) {
+        (Some(f), Some(s)) => Some(f.min(s)),
+        (Some(f), None) => Some(f),
+        (None, Some(s)) if !complete || global_max.is_some_and(|m| s <= m) => Some(s),
+        (None, _) => None,
+    };
+    match hold {
+        Some(h) if h > *c.time() => c.downgrade(&h),
+        Some(_) => {}
+        None => *trailing = None,
+    }
+}
+
 /// Inputs buffered by logical time, each time with the least capability that delivered it.
 pub type Pending<D> = BTreeMap<LogicalTime, (Capability<LogicalTime>, Vec<D>)>;
 
@@ -204,13 +246,7 @@ where
                     for batch in data {
                         for item in batch.drain(..) {
                             let t = item.time();
-                            let e = pending
-                                .entry(t)
-                                .or_insert_with(|| (cap.clone(), Vec::new()));
-                            if cap.time() < e.0.time() {
-                                e.0 = cap.clone();
-                            }
-                            e.1.push(item);
+                            stash(&mut pending, &cap, t, item);
                         }
                     }
                 });
@@ -319,24 +355,13 @@ where
                 if let Some(c) = out_cap {
                     output.session(&c).give_iterator(out.drain(..));
                 }
-                // Trail the input frontier, but never past a boundary still to be reported:
-                // snapshot parts must carry exactly their boundary's time.
-                if let Some(c) = trailing.as_mut() {
-                    let f = frontier.frontier().iter().min().copied();
-                    let hold = match (f, next_snapshot) {
-                        (Some(f), Some(s)) => Some(f.min(s)),
-                        (Some(f), None) => Some(f),
-                        (None, Some(s)) if !complete || global_max.is_some_and(|m| s <= m) => {
-                            Some(s)
-                        }
-                        (None, _) => None,
-                    };
-                    match hold {
-                        Some(h) if h > *c.time() => c.downgrade(&h),
-                        Some(_) => {}
-                        None => trailing = None,
-                    }
-                }
+                trail_boundaries(
+                    &mut trailing,
+                    frontier.frontier().iter().min().copied(),
+                    next_snapshot,
+                    complete,
+                    global_max,
+                );
             }
         })
     }
