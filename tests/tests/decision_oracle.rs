@@ -11,7 +11,7 @@ use serde_json::Value;
 use tidemark_dataflows::ig::LatePolicy;
 use tidemark_jobs::config::{load, Profile};
 use tidemark_jobs::world::WorldConfig;
-use tidemark_tests::{make_world, read_archive, read_audit, run_ig};
+use tidemark_tests::{make_world, read_archive, read_audit, read_log, run_ig, write_log};
 
 struct Ev {
     t: u64,
@@ -155,7 +155,22 @@ fn check(seed: u64, late_policy: LatePolicy) {
         rate_per_sec: 10.0,
         ..Default::default()
     };
-    make_world(&tmp.path().join("in"), &cfg);
+    make_world(&tmp.path().join("gen"), &cfg);
+    // Posture changes: DEGRADED, SAFE, then NORMAL again, spliced into partition 0.
+    let mut log = read_log(&tmp.path().join("gen"));
+    let n = log[0].len();
+    for (k, posture) in [(3usize, "NORMAL"), (2, "SAFE"), (1, "DEGRADED")] {
+        let at = n * k / 4;
+        let ts = log[0][at].0;
+        let ev = serde_json::json!({
+            "event_id": format!("posture-{k}"), "event_type": "dl.posture.v1",
+            "ts_utc": tidemark_operators::time::fmt_rfc3339_millis(ts),
+            "manifest_fingerprint": "ab".repeat(32), "schema_version": 1, "producer": "degrade-ladder",
+            "payload": {"posture": posture, "reason": "test"}
+        });
+        log[0].insert(at, (ts, serde_json::to_vec(&ev).unwrap()));
+    }
+    write_log(&tmp.path().join("in"), &log);
     let mut p = load("local").unwrap();
     p.ig.late_policy = late_policy;
     p.graph.edge_ttl = std::time::Duration::from_secs(600);
