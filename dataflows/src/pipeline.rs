@@ -137,8 +137,9 @@ pub fn decide<'scope>(
     cfg: Arc<DecisionConfig>,
     failures: Failures,
 ) -> DecisionOutputs<'scope> {
+    // Parsed once and shared (reference-counted) by the five consumers below instead of cloned.
     let events = admitted.flat_map(move |a| {
-        let e = Event::parse(&a);
+        let e = Event::parse(&a).map(std::rc::Rc::new);
         if e.is_none() {
             failures.push(format!(
                 "bug: admitted event {} has a non-canonical envelope",
@@ -241,12 +242,12 @@ pub fn decide<'scope>(
             Gather::Trigger(Trigger {
                 time: e.time,
                 amount_minor: e.int("amount_minor").unwrap_or(0),
-                event_id: e.event_id,
+                event_id: e.event_id.clone(),
                 coord: e.coord,
-                ts_utc: e.ts_utc,
-                trace_id: e.trace_id,
-                run_id: e.run_id,
-                scenario_id: e.scenario_id,
+                ts_utc: e.ts_utc.clone(),
+                trace_id: e.trace_id.clone(),
+                run_id: e.run_id.clone(),
+                scenario_id: e.scenario_id.clone(),
             })
         })
     });
