@@ -25,7 +25,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
-use tidemark_operators::keyed::{stash, trail_boundaries};
+use tidemark_operators::keyed::{fold_max, stash, trail_boundaries};
 use tidemark_operators::time::millis;
 use tidemark_operators::LogicalTime;
 
@@ -326,13 +326,7 @@ impl<'scope> IdentityGraph<'scope> for StreamVec<'scope, LogicalTime, GraphInput
             let mut next_snapshot: Option<LogicalTime> = None;
             let mut version = String::new();
             move |(input, frontier), (bound_in, bound_frontier), output| {
-                bound_in.for_each_stamp(|_c, data| {
-                    for batch in data {
-                        for m in batch.drain(..) {
-                            global_max = Some(global_max.map_or(m, |g: LogicalTime| g.max(m)));
-                        }
-                    }
-                });
+                bound_in.for_each_stamp(|_c, data| fold_max(&mut global_max, data));
                 let complete =
                     frontier.frontier().is_empty() && bound_frontier.frontier().is_empty();
                 input.for_each_stamp(|cap, data| {

@@ -28,6 +28,16 @@ use timely::dataflow::StreamVec;
 use crate::time::LogicalTime;
 use crate::window::{Agg, Value, WindowState};
 
+/// Folds broadcast maxima (from [`global_max`]) into `acc`.
+pub fn fold_max<'a>(
+    acc: &mut Option<LogicalTime>,
+    data: impl Iterator<Item = &'a mut Vec<LogicalTime>>,
+) {
+    for m in data.flat_map(|batch| batch.drain(..)) {
+        *acc = Some(acc.map_or(m, |g| g.max(m)));
+    }
+}
+
 /// Buffers `item` at logical `time`, keeping for each time the least capability that
 /// delivered something at it (any capability `<=` the time is valid for its outputs).
 pub fn stash<D>(
@@ -230,13 +240,7 @@ where
             let mut next_snapshot: Option<LogicalTime> = None;
             let mut max_seen: LogicalTime = 0;
             move |(input, frontier), (bound_in, bound_frontier), output| {
-                bound_in.for_each_stamp(|_c, data| {
-                    for batch in data {
-                        for m in batch.drain(..) {
-                            global_max = Some(global_max.map_or(m, |g: LogicalTime| g.max(m)));
-                        }
-                    }
-                });
+                bound_in.for_each_stamp(|_c, data| fold_max(&mut global_max, data));
                 let complete =
                     frontier.frontier().is_empty() && bound_frontier.frontier().is_empty();
                 input.for_each_stamp(|cap, data| {

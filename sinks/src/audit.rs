@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, Float64Array, StringArray, UInt32Array, UInt64Array};
+use arrow::array::{ArrayRef, Float64Array, StringArray, UInt32Array, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 
@@ -15,8 +15,9 @@ use tidemark_operators::{ClosedBatch, Failures, LogicalTime};
 
 use crate::error::SinkError;
 use crate::manifest::{FileEntry, FileKind};
-use crate::parquet::{encode_columns, read_batches};
+use crate::parquet::{col, encode_columns, read_batches};
 use crate::store::WriteOnceStore;
+use crate::writers::{write_closed, ClosedFormat};
 
 /// `dla/audit/t=<interval start ms, 16 digits>/bucket=<b, 3 digits>.parquet`
 pub fn audit_file(interval_start: u64, bucket: u32) -> String {
@@ -114,51 +115,17 @@ pub fn encode_audit(rows: &[AuditRecord], path: &str) -> Result<Vec<u8>, SinkErr
 
 /// Decodes an audit file.
 pub fn decode_audit(bytes: Bytes, path: &str) -> Result<Vec<AuditRecord>, SinkError> {
-    let corrupt = |m: String| SinkError::Corrupt {
-        path: path.to_owned(),
-        message: m,
-    };
     let mut out = Vec::new();
     for b in read_batches(bytes, path)? {
-        let get = |name: &str| {
-            b.column_by_name(name)
-                .ok_or_else(|| corrupt(format!("missing column {name}")))
-        };
-        let lt = get("logical_time")?
-            .as_any()
-            .downcast_ref::<UInt64Array>()
-            .cloned()
-            .ok_or_else(|| corrupt("logical_time".into()))?;
-        let sc = get("score")?
-            .as_any()
-            .downcast_ref::<Float64Array>()
-            .cloned()
-            .ok_or_else(|| corrupt("score".into()))?;
-        let sp = get("source_partition")?
-            .as_any()
-            .downcast_ref::<UInt32Array>()
-            .cloned()
-            .ok_or_else(|| corrupt("source_partition".into()))?;
-        let so = get("source_offset")?
-            .as_any()
-            .downcast_ref::<UInt64Array>()
-            .cloned()
-            .ok_or_else(|| corrupt("source_offset".into()))?;
-        let bk = get("bucket")?
-            .as_any()
-            .downcast_ref::<UInt32Array>()
-            .cloned()
-            .ok_or_else(|| corrupt("bucket".into()))?;
-        let mut strs = Vec::new();
-        for n in STR_COLS {
-            strs.push(
-                get(n)?
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .cloned()
-                    .ok_or_else(|| corrupt(n.into()))?,
-            );
-        }
+        let lt = col::<UInt64Array>(&b, "logical_time", path)?;
+        let sc = col::<Float64Array>(&b, "score", path)?;
+        let sp = col::<UInt32Array>(&b, "source_partition", path)?;
+        let so = col::<UInt64Array>(&b, "source_offset", path)?;
+        let bk = col::<UInt32Array>(&b, "bucket", path)?;
+        let strs = STR_COLS
+            .iter()
+            .map(|n| col::<StringArray>(&b, n, path))
+            .collect::<Result<Vec<_>, _>>()?;
         for i in 0..b.num_rows() {
             let s = |c: usize| strs[c].value(i).to_owned();
             out.push(AuditRecord {
@@ -187,7 +154,6 @@ pub fn decode_audit(bytes: Bytes, path: &str) -> Result<Vec<AuditRecord>, SinkEr
                 bucket: bk.value(i),
             });
         }
-        let _ = lt.len();
     }
     Ok(out)
 }
@@ -198,46 +164,14 @@ pub fn write_audit<'scope>(
     store: WriteOnceStore,
     failures: Failures,
 ) -> StreamVec<'scope, LogicalTime, FileEntry> {
-    batches.unary(Pipeline, "WriteAudit", move |_cap, _info| {
-        move |input, output| {
-            input.for_each_stamp(|cap, data| {
-                let Some(cap) = cap.retain_least(output.output_index()) else {
-                    return;
-                };
-                let mut session = output.session(&cap);
-                for batch in data {
-                    for b in batch.drain(..) {
-                        let path = audit_file(b.interval_start, b.bucket);
-                        let bytes = match encode_audit(&b.rows, &path) {
-                            Ok(bytes) => bytes,
-                            Err(e) => {
-                                failures.push(e.to_string());
-                                continue;
-                            }
-                        };
-                        let sha256 = tidemark_operators::hashing::sha256_hex(&bytes);
-                        let len = bytes.len() as u64;
-                        match store.put_once(&path, bytes) {
-                            Ok(_) => session.give(FileEntry {
-                                path,
-                                kind: FileKind::Audit,
-                                sha256,
-                                bytes: len,
-                                rows: b.rows.len() as u64,
-                                min_logical_time: b.rows.first().map(|r| r.logical_time),
-                                max_logical_time: b.rows.last().map(|r| r.logical_time),
-                                partition: None,
-                                first_offset: None,
-                                last_offset: None,
-                                counts: None,
-                            }),
-                            Err(e) => failures.push(e.to_string()),
-                        }
-                    }
-                }
-            });
-        }
-    })
+    let format = ClosedFormat {
+        name: "WriteAudit",
+        kind: FileKind::Audit,
+        path: audit_file,
+        encode: encode_audit,
+        time: |r: &AuditRecord| r.logical_time,
+    };
+    write_closed(batches, format, store, failures)
 }
 
 /// Canonical bytes of a snapshot record: pretty JSON with a trailing newline.

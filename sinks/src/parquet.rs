@@ -73,7 +73,8 @@ pub fn row_count(bytes: Bytes, path: &str) -> Result<u64, SinkError> {
     Ok(u64::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0))
 }
 
-fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str, path: &str) -> Result<&'a T, SinkError> {
+/// A column of `b` by name and type, or a `Corrupt` error naming it.
+pub fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str, path: &str) -> Result<&'a T, SinkError> {
     b.column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<T>())
         .ok_or_else(|| SinkError::Corrupt {

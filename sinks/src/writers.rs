@@ -50,49 +50,79 @@ fn put(
     }
 }
 
-/// Writes closed archive batches as Parquet files; emits one [`FileEntry`] per file.
-pub fn write_archive<'scope>(
-    batches: StreamVec<'scope, LogicalTime, ClosedBatch<Admitted>>,
+/// How a kind of closed batch becomes a file: its path, its encoding, its rows' logical time.
+pub struct ClosedFormat<R> {
+    /// Operator name.
+    pub name: &'static str,
+    /// What the files hold.
+    pub kind: FileKind,
+    /// Path of the file for `(interval_start, bucket)`.
+    pub path: fn(u64, u32) -> String,
+    /// Canonical encoding of sorted rows.
+    pub encode: fn(&[R], &str) -> Result<Vec<u8>, crate::SinkError>,
+    /// A row's logical time.
+    pub time: fn(&R) -> LogicalTime,
+}
+
+/// Encodes and writes closed `(interval, bucket)` batches write-once; emits one [`FileEntry`]
+/// per file. Shared by the archive and the audit log.
+pub fn write_closed<'scope, R: Clone + 'static>(
+    batches: StreamVec<'scope, LogicalTime, ClosedBatch<R>>,
+    format: ClosedFormat<R>,
     store: WriteOnceStore,
     failures: Failures,
 ) -> StreamVec<'scope, LogicalTime, FileEntry> {
-    batches.unary(Pipeline, "WriteArchive", move |_cap, _info| {
+    batches.unary(Pipeline, format.name, move |_cap, _info| {
         move |input, output| {
             input.for_each_stamp(|cap, data| {
                 let Some(cap) = cap.retain_least(output.output_index()) else {
                     return;
                 };
                 let mut session = output.session(&cap);
-                for batch in data {
-                    for b in batch.drain(..) {
-                        let path = layout::archive_file(b.interval_start, b.bucket);
-                        let bytes = match encode_archive(&b.rows, &path) {
-                            Ok(bytes) => bytes,
-                            Err(e) => {
-                                failures.push(e.to_string());
-                                continue;
-                            }
-                        };
-                        if let Some((sha256, len)) = put(&store, &failures, &path, bytes) {
-                            session.give(FileEntry {
-                                path,
-                                kind: FileKind::Archive,
-                                sha256,
-                                bytes: len,
-                                rows: b.rows.len() as u64,
-                                min_logical_time: b.rows.iter().map(|r| r.logical_time).min(),
-                                max_logical_time: b.rows.iter().map(|r| r.logical_time).max(),
-                                partition: None,
-                                first_offset: None,
-                                last_offset: None,
-                                counts: None,
-                            });
+                for b in data.flat_map(|batch| batch.drain(..)) {
+                    let path = (format.path)(b.interval_start, b.bucket);
+                    let bytes = match (format.encode)(&b.rows, &path) {
+                        Ok(bytes) => bytes,
+                        Err(e) => {
+                            failures.push(e.to_string());
+                            continue;
                         }
+                    };
+                    if let Some((sha256, len)) = put(&store, &failures, &path, bytes) {
+                        session.give(FileEntry {
+                            path,
+                            kind: format.kind,
+                            sha256,
+                            bytes: len,
+                            rows: b.rows.len() as u64,
+                            min_logical_time: b.rows.iter().map(format.time).min(),
+                            max_logical_time: b.rows.iter().map(format.time).max(),
+                            partition: None,
+                            first_offset: None,
+                            last_offset: None,
+                            counts: None,
+                        });
                     }
                 }
             });
         }
     })
+}
+
+/// Writes closed archive batches as Parquet files; emits one [`FileEntry`] per file.
+pub fn write_archive<'scope>(
+    batches: StreamVec<'scope, LogicalTime, ClosedBatch<Admitted>>,
+    store: WriteOnceStore,
+    failures: Failures,
+) -> StreamVec<'scope, LogicalTime, FileEntry> {
+    let format = ClosedFormat {
+        name: "WriteArchive",
+        kind: FileKind::Archive,
+        path: layout::archive_file,
+        encode: encode_archive,
+        time: |r: &Admitted| r.logical_time,
+    };
+    write_closed(batches, format, store, failures)
 }
 
 fn write_receipt_chunk(
