@@ -19,6 +19,8 @@ pub struct Event {
     pub event_type: String,
     /// Ingress coordinates.
     pub coord: SourceCoord,
+    /// Ingress record timestamp (Kafka record timestamp), kept as provenance.
+    pub record_ts: u64,
     /// `ts_utc` as sent.
     pub ts_utc: String,
     /// Optional envelope ids (empty when absent).
@@ -59,6 +61,7 @@ impl Event {
             event_id: a.event_id.clone(),
             event_type: a.event_type.clone(),
             coord: a.coord,
+            record_ts: a.record_ts,
             ts_utc: s("ts_utc"),
             trace_id: s("trace_id"),
             run_id: s("run_id"),

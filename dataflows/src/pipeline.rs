@@ -80,6 +80,7 @@ struct Trigger {
     time: LogicalTime,
     event_id: String,
     coord: SourceCoord,
+    record_ts: u64,
     ts_utc: String,
     trace_id: String,
     run_id: String,
@@ -244,6 +245,7 @@ pub fn decide<'scope>(
                 amount_minor: e.int("amount_minor").unwrap_or(0),
                 event_id: e.event_id.clone(),
                 coord: e.coord,
+                record_ts: e.record_ts,
                 ts_utc: e.ts_utc.clone(),
                 trace_id: e.trace_id.clone(),
                 run_id: e.run_id.clone(),
@@ -459,6 +461,7 @@ fn audit_record(
         degrade_mask: list(&mask),
         source_partition: tr.coord.partition,
         source_offset: tr.coord.offset,
+        source_record_ts: tr.record_ts,
         run_id: tr.run_id,
         scenario_id: tr.scenario_id,
         action_intents: format!(

@@ -27,8 +27,10 @@ pub struct Wiring {
     pub ingress_partitions: u32,
     /// Object store URL: `file` (local filesystem under `--data`) is the default.
     pub object_store: String,
-    /// Kafka bootstrap servers (used from #4 on). Default `127.0.0.1:9092`.
+    /// Kafka bootstrap servers. Default `127.0.0.1:9092` (the local tansu broker).
     pub brokers: String,
+    /// Partitions of the output topics (traffic, control, decisions, audit). Default 4.
+    pub topic_partitions: u32,
     /// Records read per partition per source activation. Default 4096.
     pub source_batch: usize,
 }
@@ -40,6 +42,7 @@ impl Default for Wiring {
             ingress_partitions: 4,
             object_store: "file".into(),
             brokers: "127.0.0.1:9092".into(),
+            topic_partitions: 4,
             source_batch: 4096,
         }
     }
@@ -332,5 +335,22 @@ mod tests {
         assert_eq!(a.policy_rev(), b.policy_rev());
         b.ig.allowed_lateness = Duration::from_secs(1);
         assert_ne!(a.policy_rev(), b.policy_rev());
+    }
+}
+
+impl Profile {
+    /// The Kafka connection of this profile: `wiring.brokers` (or `brokers` when given), plus
+    /// librdkafka properties from `TIDEMARK_KAFKA_<PROPERTY>` environment variables
+    /// (`TIDEMARK_KAFKA_SASL_PASSWORD` → `sasl.password`). Secrets come only from there.
+    pub fn kafka_conn(&self, brokers: Option<&str>) -> tidemark_sources::KafkaConn {
+        let mut conn =
+            tidemark_sources::KafkaConn::new(brokers.unwrap_or(&self.wiring.brokers).to_owned());
+        for (k, v) in std::env::vars() {
+            if let Some(prop) = k.strip_prefix("TIDEMARK_KAFKA_") {
+                conn.extra
+                    .insert(prop.to_ascii_lowercase().replace('_', "."), v);
+            }
+        }
+        conn
     }
 }

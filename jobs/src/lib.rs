@@ -4,9 +4,17 @@
 //!   policy revisions and digests.
 //! - [`world`]: the deterministic world generator.
 //! - [`run`]: the online run (IG over a partitioned ingress log into the archive).
+//! - [`broker`]: the local tansu broker and topic creation on any Kafka cluster.
+//! - [`demo`]: multi-stage commands (world to file, verify, summary, the demos).
+//! - [`kafka`]: producing worlds into the ingress topic, reading topics back.
+//! - [`publish`]: what the online run appends to the output topics.
 //! - [`verify`]: archive completeness checks.
 
+pub mod broker;
 pub mod config;
+pub mod demo;
+pub mod kafka;
+pub mod publish;
 pub mod replay;
 pub mod run;
 pub mod verify;

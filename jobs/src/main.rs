@@ -11,12 +11,19 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+use tidemark_jobs::broker::{detach, ensure_topics, stop_pid, topic_layout, LocalBroker, Storage};
 use tidemark_jobs::config;
+use tidemark_jobs::demo::{
+    demo_root, file_demo, kafka_demo, parse_time, print_replay, print_run, verify_cmd,
+    world_to_file,
+};
+use tidemark_jobs::kafka::produce_world;
 use tidemark_jobs::replay::{find_audit, replay};
-use tidemark_jobs::run::{run, Ingress};
-use tidemark_jobs::verify::verify;
-use tidemark_jobs::world::{generate, FileLogSink, WorldConfig};
+use tidemark_jobs::run::{run_with, Cluster, Ingress, RunOptions};
+use tidemark_jobs::world::WorldConfig;
 use tidemark_sinks::WriteOnceStore;
+use tidemark_sources::kafka::parse_offsets;
+use tidemark_sources::{KafkaEnd, KafkaStart};
 
 #[derive(Parser)]
 #[command(
@@ -45,24 +52,54 @@ enum Cmd {
         /// Fraction of injected bad input (spread over every reason code).
         #[arg(long, default_value_t = 0.01)]
         bad_rate: f64,
-        /// Output directory (must not already hold partition files).
+        /// Output directory of a file log (must not already hold partition files).
+        #[arg(long, conflicts_with = "to")]
+        out: Option<PathBuf>,
+        /// Destination: `file:DIR` or `kafka` (the profile's brokers, topic fp.bus.ingress.v1).
         #[arg(long)]
-        out: PathBuf,
+        to: Option<String>,
+        /// Profile (brokers for `--to kafka`).
+        #[arg(long, default_value = "local")]
+        profile: String,
+        /// Kafka bootstrap servers (overrides the profile).
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Live traffic: start the world now and send each record at its timestamp, at this
+        /// mean rate (records/s).
+        #[arg(long)]
+        live: Option<f64>,
     },
-    /// Run the pipeline (IG → archive) over an ingress log.
+    /// The local Kafka-protocol broker (tansu on loopback) and topic creation.
+    Broker {
+        #[command(subcommand)]
+        cmd: BrokerCmd,
+    },
+    /// Run the online pipeline (IG → IEG → OFP → DF → DLA) over Kafka or a file log.
     Run {
         /// Profile name (local, dev, prod) or path to a profile TOML.
         #[arg(long, default_value = "local")]
         profile: String,
-        /// Ingress: file:DIR.
-        #[arg(long)]
+        /// Ingress: `kafka` (the profile's brokers, fp.bus.ingress.v1) or `file:DIR`.
+        #[arg(long, default_value = "kafka")]
         ingress: String,
         /// Data root (local object store).
         #[arg(long)]
         data: PathBuf,
-        /// Worker threads (overrides the profile's wiring.workers).
-        #[arg(short = 'w', long)]
-        workers: Option<usize>,
+        /// Kafka bootstrap servers (overrides the profile).
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Kafka start: `beginning` or `P:OFFSET,…` (a previous basis end).
+        #[arg(long, default_value = "beginning")]
+        from: String,
+        /// Kafka end: `none` (run forever), `latest` (high watermarks at start) or
+        /// `P:OFFSET,…` (exclusive).
+        #[arg(long, default_value = "none")]
+        until: String,
+        /// Do not publish to the output topics (traffic, control, decisions, audit).
+        #[arg(long)]
+        no_publish: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Rerun IEG..DLA over the archive of DATA into OUT and compare with the recorded run.
     Replay {
@@ -99,17 +136,121 @@ enum Cmd {
         #[arg(long)]
         data: PathBuf,
     },
-    /// world → run → verify in a temporary (or given) directory, with a summary.
+    /// Local broker → live world → online run over Kafka → verify → replay, with a summary.
     Demo {
         /// Number of ingress records.
-        #[arg(long, default_value_t = 200_000)]
+        #[arg(long, default_value_t = 60_000)]
         events: u64,
+        /// Offered load of the live world (records/s).
+        #[arg(long, default_value_t = 3000.0)]
+        rate: f64,
+        /// Use a file log instead of the broker (no latency figures).
+        #[arg(long)]
+        file: bool,
         /// Worker threads.
         #[arg(short = 'w', long, default_value_t = 2)]
         workers: usize,
         /// Keep outputs here instead of a temporary directory.
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+}
+
+/// Timely cluster options: one process per node.
+#[derive(clap::Args, Clone, Debug)]
+struct ClusterArgs {
+    /// Worker threads per process (default: the profile's wiring.workers).
+    #[arg(short = 'w', long)]
+    workers: Option<usize>,
+    /// Number of processes.
+    #[arg(short = 'n', long, default_value_t = 1)]
+    processes: usize,
+    /// This process's index (0-based).
+    #[arg(short = 'p', long, default_value_t = 0)]
+    process: usize,
+    /// File with one `host:port` per process (default: localhost:2101, 2102, …).
+    #[arg(long)]
+    hostfile: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    fn cluster(&self, default_workers: usize) -> Result<Cluster> {
+        let threads = self.workers.unwrap_or(default_workers).max(1);
+        if self.processes == 0 || self.process >= self.processes {
+            bail!(
+                "-p {} is not a process of -n {}",
+                self.process,
+                self.processes
+            );
+        }
+        let addresses = if self.processes > 1 {
+            match &self.hostfile {
+                Some(f) => {
+                    let text = std::fs::read_to_string(f)
+                        .with_context(|| format!("cannot read hostfile {}", f.display()))?;
+                    let a: Vec<String> = text
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_owned)
+                        .take(self.processes)
+                        .collect();
+                    if a.len() < self.processes {
+                        bail!(
+                            "hostfile {} lists {} addresses, -n is {}",
+                            f.display(),
+                            a.len(),
+                            self.processes
+                        );
+                    }
+                    a
+                }
+                None => (0..self.processes)
+                    .map(|i| format!("localhost:{}", 2101 + i))
+                    .collect(),
+            }
+        } else {
+            Vec::new()
+        };
+        Ok(Cluster {
+            threads,
+            process: self.process,
+            addresses,
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum BrokerCmd {
+    /// Start tansu on loopback in the background, wait until it answers, create the topics.
+    Start {
+        /// Profile (topic partition counts).
+        #[arg(long, default_value = "local")]
+        profile: String,
+        /// Port.
+        #[arg(long, default_value_t = 9092)]
+        port: u16,
+        /// `memory` or `sqlite` (durable, in STATE/tansu.db).
+        #[arg(long, default_value = "sqlite")]
+        storage: String,
+        /// State directory (pid file, log, SQLite file).
+        #[arg(long, default_value = ".tidemark/broker")]
+        state: PathBuf,
+    },
+    /// Stop the broker started with `broker start`.
+    Stop {
+        /// State directory.
+        #[arg(long, default_value = ".tidemark/broker")]
+        state: PathBuf,
+    },
+    /// Create the profile's topics on its (or the given) cluster; existing topics are kept.
+    Topics {
+        /// Profile.
+        #[arg(long, default_value = "local")]
+        profile: String,
+        /// Bootstrap servers (overrides the profile).
+        #[arg(long)]
+        brokers: Option<String>,
     },
 }
 
@@ -124,57 +265,6 @@ fn main() {
     }
 }
 
-fn world_cmd(cfg: &WorldConfig, out: &Path) -> Result<()> {
-    let t0 = Instant::now();
-    let mut sink = FileLogSink::create(out, cfg.partitions)
-        .with_context(|| format!("cannot create world in {}", out.display()))?;
-    let mut truth = std::io::BufWriter::new(std::fs::File::create(out.join("truth.csv"))?);
-    use std::io::Write;
-    writeln!(truth, "event_id,pattern")?;
-    let mut err = None;
-    let stats = generate(cfg, &mut sink, &mut |id, p| {
-        if let Err(e) = writeln!(truth, "{id},{}", p.as_str()) {
-            err = Some(e);
-        }
-    })?;
-    if let Some(e) = err {
-        return Err(e.into());
-    }
-    truth.flush()?;
-    std::fs::write(
-        out.join("world.json"),
-        serde_json::to_vec_pretty(&(cfg, &stats))?,
-    )?;
-    let secs = t0.elapsed().as_secs_f64();
-    println!(
-        "world: {} records ({} txns, {} fraud txns, {} labels, {} postures) in {} partitions -> {} ({:.0} records/s)",
-        stats.records, stats.txns, stats.fraud_txns, stats.labels, stats.postures, cfg.partitions, out.display(),
-        stats.records as f64 / secs.max(1e-9)
-    );
-    Ok(())
-}
-
-fn verify_cmd(data: &Path) -> Result<()> {
-    let rt = tokio::runtime::Runtime::new()?;
-    if !data.is_dir() {
-        bail!("data directory {} does not exist", data.display());
-    }
-    let store = WriteOnceStore::local(data, rt.handle().clone())?;
-    let report = verify(&store)?;
-    if report.ok() {
-        println!(
-            "verify: OK — {} manifest(s), {} files, {} archive rows, {} receipts",
-            report.manifests, report.files, report.archive_rows, report.receipts
-        );
-        Ok(())
-    } else {
-        for p in &report.problems {
-            eprintln!("verify: {p}");
-        }
-        bail!("verify failed: {} problem(s)", report.problems.len())
-    }
-}
-
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
@@ -184,30 +274,96 @@ fn real_main() -> Result<()> {
             partitions,
             bad_rate,
             out,
+            to,
+            profile,
+            brokers,
+            live,
         } => {
             if partitions == 0 {
                 bail!("--partitions must be at least 1");
             }
-            let cfg = WorldConfig {
+            let mut cfg = WorldConfig {
                 events,
                 seed,
                 partitions,
                 bad_rate,
                 ..Default::default()
             };
-            world_cmd(&cfg, &out)
+            let to = match (out, to) {
+                (Some(dir), None) => format!("file:{}", dir.display()),
+                (None, Some(t)) => t,
+                _ => bail!("give --to kafka|file:DIR (or --out DIR)"),
+            };
+            if to == "kafka" {
+                let p = config::load(&profile)?;
+                let conn = p.kafka_conn(brokers.as_deref());
+                if let Some(rate) = live {
+                    cfg.start_ms = tidemark_jobs::world::sink::wall_ms();
+                    cfg.rate_per_sec = rate;
+                    cfg.jitter_ms = 0;
+                }
+                let t0 = Instant::now();
+                let stats = produce_world(&conn, &cfg, live.is_some(), &mut |_, _| {})?;
+                println!(
+                    "world: {} records into {} at {} ({:.0} records/s)",
+                    stats.records,
+                    tidemark_jobs::broker::topics::INGRESS,
+                    conn.brokers,
+                    stats.records as f64 / t0.elapsed().as_secs_f64().max(1e-9)
+                );
+                Ok(())
+            } else if let Some(dir) = to.strip_prefix("file:") {
+                if live.is_some() {
+                    bail!("--live needs --to kafka");
+                }
+                world_to_file(&cfg, Path::new(dir))
+            } else {
+                bail!("unsupported --to {to:?}: expected kafka or file:DIR")
+            }
         }
+        Cmd::Broker { cmd } => broker_cmd(cmd),
         Cmd::Run {
             profile,
             ingress,
             data,
-            workers,
+            brokers,
+            from,
+            until,
+            no_publish,
+            cluster,
         } => {
             let p = config::load(&profile)?;
-            let w = workers.unwrap_or(p.wiring.workers);
-            let ingress = Ingress::parse(&ingress)?;
-            let out = run(&p, &ingress, &data, w)?;
-            print_run(&out);
+            let cluster = cluster.cluster(p.wiring.workers)?;
+            let (ingress, publish) = if ingress == "kafka" {
+                let conn = p.kafka_conn(brokers.as_deref());
+                let start = match from.as_str() {
+                    "beginning" => KafkaStart::Beginning,
+                    o => KafkaStart::Offsets(parse_offsets(o).map_err(anyhow::Error::msg)?),
+                };
+                let end = match until.as_str() {
+                    "none" => KafkaEnd::Unbounded,
+                    "latest" => KafkaEnd::Latest,
+                    o => KafkaEnd::Offsets(parse_offsets(o).map_err(anyhow::Error::msg)?),
+                };
+                let ingress = Ingress::Kafka {
+                    conn: conn.clone(),
+                    topic: tidemark_jobs::broker::topics::INGRESS.to_owned(),
+                    start,
+                    end,
+                };
+                (ingress, (!no_publish).then_some(conn))
+            } else {
+                (Ingress::parse(&ingress)?, None)
+            };
+            let opts = RunOptions {
+                cluster,
+                decisions: true,
+                publish,
+            };
+            match run_with(&p, &ingress, &data, &opts)? {
+                Some(out) => print_run(&out),
+                None => println!("run: process {} finished", opts.cluster.process),
+            }
             Ok(())
         }
         Cmd::Verify { data } => verify_cmd(&data),
@@ -249,30 +405,19 @@ fn real_main() -> Result<()> {
         }
         Cmd::Demo {
             events,
+            rate,
+            file,
             workers,
             dir,
         } => {
-            let tmp = tempfile::tempdir()?;
-            let root = dir.unwrap_or_else(|| tmp.path().to_path_buf());
-            let world = root.join("ingress");
-            let data = root.join("data");
-            let cfg = WorldConfig {
-                events,
-                ..Default::default()
-            };
-            world_cmd(&cfg, &world)?;
-            let p = config::load("local")?;
-            let out = run(&p, &Ingress::File(world.clone()), &data, workers)?;
-            print_run(&out);
-            verify_cmd(&data)?;
-            summary(&data, &world)?;
-            let r = replay(&p, &data, &root.join("replay"), 0, None, workers)?;
-            print_replay(&r);
-            if r.divergence.is_some() {
-                bail!("replay diverged from the online run");
+            let (root, tmp) = demo_root(dir)?;
+            if file {
+                file_demo(events, workers, &root)?;
+            } else {
+                kafka_demo(events, rate, workers, &root)?;
             }
             println!("demo: outputs in {}", root.display());
-            if root == tmp.path() {
+            if tmp.is_some() {
                 println!("demo: (temporary directory removed on exit; pass --dir to keep it)");
             }
             Ok(())
@@ -280,88 +425,71 @@ fn real_main() -> Result<()> {
     }
 }
 
-fn parse_time(s: &str) -> Result<u64> {
-    if let Ok(ms) = s.parse::<u64>() {
-        return Ok(ms);
-    }
-    tidemark_dataflows::envelope::parse_rfc3339_millis(s)
-        .ok_or_else(|| anyhow::anyhow!("not a time (ms or RFC 3339): {s}"))
-}
-
-fn print_replay(r: &tidemark_jobs::replay::ReplayOutcome) {
-    println!(
-        "replay: {} decisions {:?}, {} snapshots in {:.2}s; compared {} decisions: {}",
-        r.decisions.values().sum::<u64>(),
-        r.decisions,
-        r.snapshots,
-        r.wall_secs,
-        r.compared,
-        match &r.divergence {
-            None => "MATCH".to_owned(),
-            Some(d) => format!("DIVERGED: {d}"),
-        }
-    );
-}
-
-/// Prints quarantine by reason and the confusion matrix of decisions vs. the world's truth.
-fn summary(data: &Path, world: &Path) -> Result<()> {
-    use std::collections::{BTreeMap, BTreeSet};
-    let rt = tokio::runtime::Runtime::new()?;
-    let store = WriteOnceStore::local(data, rt.handle().clone())?;
-    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
-    for p in store.list("ig/receipts")? {
-        for r in tidemark_sinks::parquet::decode_receipts(store.get(&p)?, &p)? {
-            if let Some(code) = r.reason {
-                *reasons.entry(code.as_str().to_owned()).or_default() += 1;
+fn broker_cmd(cmd: BrokerCmd) -> Result<()> {
+    match cmd {
+        BrokerCmd::Start {
+            profile,
+            port,
+            storage,
+            state,
+        } => {
+            let p = config::load(&profile)?;
+            std::fs::create_dir_all(&state)
+                .with_context(|| format!("cannot create {}", state.display()))?;
+            let state = std::fs::canonicalize(&state)?;
+            let pidfile = state.join("broker.pid");
+            if let Ok(pid) = std::fs::read_to_string(&pidfile) {
+                bail!(
+                    "a broker may already run (pid {}, {}); stop it with `tidemark broker stop`",
+                    pid.trim(),
+                    pidfile.display()
+                );
             }
-        }
-    }
-    println!("quarantine/duplicates by reason: {reasons:?}");
-    let truth: BTreeSet<String> = std::fs::read_to_string(world.join("truth.csv"))?
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split(',').next().map(str::to_owned))
-        .collect();
-    let mut matrix: BTreeMap<(&str, String), u64> = BTreeMap::new();
-    for p in store.list("dla/audit")? {
-        for r in tidemark_sinks::audit::decode_audit(store.get(&p)?, &p)? {
-            let label = if truth.contains(&r.event_id) {
-                "fraud"
-            } else {
-                "legit"
+            let storage = match storage.as_str() {
+                "memory" => Storage::Memory,
+                "sqlite" => Storage::Sqlite(state.clone()),
+                s => bail!("unknown --storage {s:?}: memory or sqlite"),
             };
-            *matrix.entry((label, r.decision)).or_default() += 1;
+            let b = LocalBroker::start(port, storage, &state.join("broker.log"))?;
+            let addr = b.addr();
+            let conn = p.kafka_conn(Some(&addr));
+            if let Err(e) = ensure_topics(&conn, &topic_layout(&p)) {
+                drop(b);
+                return Err(e);
+            }
+            let pid = detach(b).context("broker process vanished")?;
+            std::fs::write(&pidfile, format!("{pid}\n"))?;
+            println!("broker: tansu pid {pid} on {addr}; topics:");
+            for (t, n) in topic_layout(&p) {
+                println!("  {t} ({n} partitions)");
+            }
+            println!(
+                "broker: stop with `tidemark broker stop --state {}`",
+                state.display()
+            );
+            Ok(())
+        }
+        BrokerCmd::Stop { state } => {
+            let pidfile = state.join("broker.pid");
+            let pid: u32 = std::fs::read_to_string(&pidfile)
+                .with_context(|| format!("no broker pid file {}", pidfile.display()))?
+                .trim()
+                .parse()
+                .context("bad pid file")?;
+            let r = stop_pid(pid, std::time::Duration::from_secs(10));
+            std::fs::remove_file(&pidfile)?;
+            r?;
+            println!("broker: stopped pid {pid}");
+            Ok(())
+        }
+        BrokerCmd::Topics { profile, brokers } => {
+            let p = config::load(&profile)?;
+            let conn = p.kafka_conn(brokers.as_deref());
+            ensure_topics(&conn, &topic_layout(&p))?;
+            for (t, n) in topic_layout(&p) {
+                println!("{t}: {n} partitions on {}", conn.brokers);
+            }
+            Ok(())
         }
     }
-    println!("confusion matrix (truth x decision):");
-    for label in ["fraud", "legit"] {
-        let row: Vec<String> = ["ALLOW", "REVIEW", "BLOCK"]
-            .iter()
-            .map(|d| {
-                format!(
-                    "{d}={}",
-                    matrix.get(&(label, (*d).to_owned())).copied().unwrap_or(0)
-                )
-            })
-            .collect();
-        println!("  {label:<5} {}", row.join(" "));
-    }
-    Ok(())
-}
-
-fn print_run(out: &tidemark_jobs::run::RunOutcome) {
-    let m = &out.manifest;
-    let ingress = m.totals.total();
-    println!(
-        "run: {} ingress records in {:.2}s ({:.0} records/s) — admitted {}, quarantined {}, duplicate {}",
-        ingress, out.wall_secs, ingress as f64 / out.wall_secs.max(1e-9),
-        m.totals.admitted, m.totals.quarantined, m.totals.duplicate
-    );
-    println!(
-        "run: policy_rev {} basis {} — {} files; run record {}",
-        m.policy_rev,
-        m.basis_id,
-        m.files.len(),
-        out.run_record
-    );
 }

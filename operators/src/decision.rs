@@ -45,6 +45,8 @@ pub struct AuditRecord {
     pub source_partition: u32,
     /// Ingress offset.
     pub source_offset: u64,
+    /// Ingress record timestamp (epoch ms): provenance, and the start of decision latency.
+    pub source_record_ts: u64,
     /// Envelope run_id (may be empty).
     pub run_id: String,
     /// Envelope scenario_id (may be empty).

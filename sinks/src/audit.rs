@@ -84,6 +84,7 @@ pub fn audit_schema() -> SchemaRef {
     fields.push(Field::new("score", DataType::Float64, false));
     fields.push(Field::new("source_partition", DataType::UInt32, false));
     fields.push(Field::new("source_offset", DataType::UInt64, false));
+    fields.push(Field::new("source_record_ts", DataType::UInt64, false));
     fields.push(Field::new("bucket", DataType::UInt32, false));
     Arc::new(Schema::new(fields))
 }
@@ -107,6 +108,9 @@ pub fn encode_audit(rows: &[AuditRecord], path: &str) -> Result<Vec<u8>, SinkErr
     cols.push(Arc::new(UInt64Array::from_iter_values(
         rows.iter().map(|r| r.source_offset),
     )));
+    cols.push(Arc::new(UInt64Array::from_iter_values(
+        rows.iter().map(|r| r.source_record_ts),
+    )));
     cols.push(Arc::new(UInt32Array::from_iter_values(
         rows.iter().map(|r| r.bucket),
     )));
@@ -121,6 +125,7 @@ pub fn decode_audit(bytes: Bytes, path: &str) -> Result<Vec<AuditRecord>, SinkEr
         let sc = col::<Float64Array>(&b, "score", path)?;
         let sp = col::<UInt32Array>(&b, "source_partition", path)?;
         let so = col::<UInt64Array>(&b, "source_offset", path)?;
+        let srt = col::<UInt64Array>(&b, "source_record_ts", path)?;
         let bk = col::<UInt32Array>(&b, "bucket", path)?;
         let strs = STR_COLS
             .iter()
@@ -151,6 +156,7 @@ pub fn decode_audit(bytes: Bytes, path: &str) -> Result<Vec<AuditRecord>, SinkEr
                 score: sc.value(i),
                 source_partition: sp.value(i),
                 source_offset: so.value(i),
+                source_record_ts: srt.value(i),
                 bucket: bk.value(i),
             });
         }

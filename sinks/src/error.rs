@@ -36,6 +36,9 @@ pub enum SinkError {
     /// The object does not exist.
     #[error("object not found: {0}")]
     NotFound(String),
+    /// A Kafka producer error (delivery failure, broker unreachable after retries).
+    #[error("kafka: {0}")]
+    Kafka(String),
     /// An invariant was violated.
     #[error("bug: {0}")]
     Bug(String),

@@ -7,10 +7,12 @@
 //! - [`manifest`]: the archive manifest (files, sha256, row counts, logical-time ranges, basis).
 //! - [`writers`]: timely operators that encode closed batches and receipt chunks, write them,
 //!   and assemble the manifest once the run's frontier is complete.
+//! - [`kafka`]: the idempotent Kafka producer and the operator appending streams to topics.
 //! - [`layout`]: object paths under the prefixes of SPEC §2.
 
 pub mod audit;
 pub mod error;
+pub mod kafka;
 pub mod layout;
 pub mod manifest;
 pub mod parquet;

@@ -23,6 +23,17 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
+    /// A Kafka client or broker error (transient: retried with backoff before it surfaces).
+    #[error("kafka error on {topic}: {message}")]
+    Kafka {
+        /// Topic (or topic/partition) concerned.
+        topic: String,
+        /// What failed.
+        message: String,
+    },
+    /// The topic does not exist on the broker (configuration: create it first).
+    #[error("topic {0} does not exist on the broker (create it with `tidemark broker topics` or your cluster's tooling)")]
+    MissingTopic(String),
     /// An invariant inside tidemark was violated.
     #[error("bug: {0}")]
     Bug(String),

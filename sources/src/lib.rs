@@ -6,16 +6,20 @@
 //!   keeps per-partition watermarks and advances the worker frontier as SPEC §3 says.
 //! - [`filelog`]: a partitioned file log (one file per partition, offset = record index), the
 //!   ingress used by `tidemark world` and the tests.
+//! - [`kafka`]: a Kafka topic through rdkafka (manual assignment, start/end offsets, Kafka
+//!   record timestamps, retried broker errors, no silent gaps).
 //! - [`archive`]: replays admitted events from the Parquet archive.
 //! - [`error`]: classified source errors.
 
 pub mod archive;
 pub mod error;
 pub mod filelog;
+pub mod kafka;
 pub mod source;
 
 pub use error::SourceError;
 pub use filelog::FileLog;
+pub use kafka::{KafkaConn, KafkaEnd, KafkaSource, KafkaStart};
 pub use source::{
     ingress_source, PartitionBasis, PartitionReader, PartitionedSource, ReadStatus, SourceEvent,
     SourceOptions,

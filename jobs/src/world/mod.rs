@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use model::Pattern;
 use model::{Pending, World};
-pub use sink::{FileLogSink, RecordSink};
+pub use sink::{FileLogSink, KafkaWorldSink, NullSink, RecordSink};
 
 /// Kinds of injected bad input, one per IG reason code.
 pub const BAD_KINDS: [&str; 10] = [
@@ -54,6 +54,9 @@ pub struct WorldConfig {
     pub rate_per_sec: f64,
     /// Fraction of events that start a fraud episode.
     pub fraud_rate: f64,
+    /// Record timestamps trail event times by a uniform `0..jitter_ms` (transport delay).
+    /// Default 300; live (paced) production uses 0 so latency is measured from the send.
+    pub jitter_ms: u64,
 }
 
 impl Default for WorldConfig {
@@ -66,6 +69,7 @@ impl Default for WorldConfig {
             start_ms: 1_767_225_600_000,
             rate_per_sec: 100.0,
             fraud_rate: 0.002,
+            jitter_ms: 300,
         }
     }
 }
@@ -120,6 +124,7 @@ pub fn generate(
                 world.background(&mut rng, t, &mut pending, cfg)
             }
         };
+        sink.at(t)?;
         let Some(ev) = ev else { continue };
         seq += 1;
         let r = world.render(
@@ -132,11 +137,11 @@ pub fn generate(
             truth,
             &mut pending,
         );
-        sink.write(r.partition, r.record_ts, &buf)?;
+        sink.write(r.partition, &r.key, r.record_ts, &buf)?;
         stats.records += 1;
         if let Some(resend_ts) = r.resend {
             if stats.records < cfg.events {
-                sink.write(r.partition, resend_ts, &buf)?;
+                sink.write(r.partition, &r.key, resend_ts, &buf)?;
                 stats.records += 1;
             }
         }

@@ -128,6 +128,8 @@ impl Ord for Pending {
 /// Where one rendered record goes.
 pub(crate) struct Rendered {
     pub(crate) partition: u32,
+    /// The record key: `acct-<a>`, or the event type for events without an account.
+    pub(crate) key: Vec<u8>,
     pub(crate) record_ts: u64,
     /// Record timestamp of an identical resend (injected DUPLICATE).
     pub(crate) resend: Option<u64>,
@@ -412,7 +414,7 @@ impl World {
             stats.bad[k].1 += 1;
         }
         let bad_kind = bad.map(|k| BAD_KINDS[k]);
-        let record_ts = ev.at + rng.random_range(0..300);
+        let record_ts = ev.at + rng.random_range(0..cfg.jitter_ms.max(1));
         let mut event_ms = if rng.random_bool(0.1) {
             ev.at.saturating_sub(rng.random_range(0..2_000))
         } else {
@@ -613,15 +615,16 @@ impl World {
             }
             _ => {}
         }
-        let key_hash = match account {
+        let key = match account {
             Some(a) => {
                 let mut s = [0u8; 24];
-                let txt = format_account(a, &mut s);
-                stable_hash(txt)
+                format_account(a, &mut s).to_vec()
             }
-            None => stable_hash(event_type.as_bytes()),
+            None => event_type.as_bytes().to_vec(),
         };
+        let key_hash = stable_hash(&key);
         Rendered {
+            key,
             partition: (key_hash % u64::from(cfg.partitions.max(1))) as u32,
             record_ts,
             resend: (bad_kind == Some("DUPLICATE")).then(|| record_ts + rng.random_range(1..5_000)),

@@ -8,8 +8,19 @@ use tidemark_sources::filelog::partition_file_name;
 
 /// Receives generated ingress records.
 pub trait RecordSink {
-    /// Appends one record to `partition`.
-    fn write(&mut self, partition: u32, record_ts: u64, value: &[u8]) -> std::io::Result<()>;
+    /// Appends one record with `key` to `partition`.
+    fn write(
+        &mut self,
+        partition: u32,
+        key: &[u8],
+        record_ts: u64,
+        value: &[u8],
+    ) -> std::io::Result<()>;
+    /// The generator's simulated clock reached `sim_ms` (monotone). A paced sink waits here
+    /// until the wall clock catches up.
+    fn at(&mut self, _sim_ms: u64) -> std::io::Result<()> {
+        Ok(())
+    }
     /// Flushes everything.
     fn finish(&mut self) -> std::io::Result<()>;
 }
@@ -38,7 +49,13 @@ impl FileLogSink {
 }
 
 impl RecordSink for FileLogSink {
-    fn write(&mut self, partition: u32, record_ts: u64, value: &[u8]) -> std::io::Result<()> {
+    fn write(
+        &mut self,
+        partition: u32,
+        _key: &[u8],
+        record_ts: u64,
+        value: &[u8],
+    ) -> std::io::Result<()> {
         let n = self.files.len();
         let f = &mut self.files[partition as usize % n];
         f.write_all(itoa::Buffer::new().format(record_ts).as_bytes())?;
@@ -58,11 +75,125 @@ impl RecordSink for FileLogSink {
 pub struct NullSink(pub u64);
 
 impl RecordSink for NullSink {
-    fn write(&mut self, _p: u32, _ts: u64, value: &[u8]) -> std::io::Result<()> {
+    fn write(&mut self, _p: u32, _key: &[u8], _ts: u64, value: &[u8]) -> std::io::Result<()> {
         self.0 += value.len() as u64;
         Ok(())
     }
     fn finish(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// Produces generated records to a Kafka topic: record `(partition, key, record_ts)` goes to
+/// that partition with that key and record timestamp. Unpaced, records are sent in generation
+/// order, so the topic holds exactly what the file log would (same partitions, same offsets
+/// on a fresh topic). Paced, each record waits until the wall clock reaches its record
+/// timestamp (live traffic: the world's simulated clock must then start at "now").
+pub struct KafkaWorldSink {
+    producer: std::sync::Arc<tidemark_sinks::kafka::KafkaProducer>,
+    topic: String,
+    paced: bool,
+    pending: std::collections::BinaryHeap<std::cmp::Reverse<(u64, u64, u32, Vec<u8>, Vec<u8>)>>,
+    seq: u64,
+    /// Records sent so far.
+    pub sent: u64,
+}
+
+impl KafkaWorldSink {
+    /// A sink producing to `topic`; `paced` sends each record at its record timestamp.
+    pub fn new(
+        producer: std::sync::Arc<tidemark_sinks::kafka::KafkaProducer>,
+        topic: &str,
+        paced: bool,
+    ) -> Self {
+        KafkaWorldSink {
+            producer,
+            topic: topic.to_owned(),
+            paced,
+            pending: Default::default(),
+            seq: 0,
+            sent: 0,
+        }
+    }
+
+    fn send(&mut self, partition: u32, key: &[u8], ts: u64, value: &[u8]) -> std::io::Result<()> {
+        self.producer
+            .send(
+                &self.topic,
+                Some(partition as i32),
+                key,
+                value,
+                Some(ts as i64),
+            )
+            .map_err(std::io::Error::other)?;
+        self.sent += 1;
+        Ok(())
+    }
+
+    fn send_due(&mut self, now: u64) -> std::io::Result<()> {
+        while self.pending.peek().is_some_and(|r| r.0 .0 <= now) {
+            if let Some(std::cmp::Reverse((ts, _, p, key, value))) = self.pending.pop() {
+                self.send(p, &key, ts, &value)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Wall clock in epoch ms (pacing only: it decides when a record is sent, never its content).
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn sleep_until(ms: u64) {
+    loop {
+        let now = wall_ms();
+        if now >= ms {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis((ms - now).min(50)));
+    }
+}
+
+impl RecordSink for KafkaWorldSink {
+    fn write(
+        &mut self,
+        partition: u32,
+        key: &[u8],
+        record_ts: u64,
+        value: &[u8],
+    ) -> std::io::Result<()> {
+        if !self.paced {
+            return self.send(partition, key, record_ts, value);
+        }
+        self.seq += 1;
+        self.pending.push(std::cmp::Reverse((
+            record_ts,
+            self.seq,
+            partition,
+            key.to_vec(),
+            value.to_vec(),
+        )));
+        self.send_due(wall_ms())
+    }
+    fn at(&mut self, sim_ms: u64) -> std::io::Result<()> {
+        if self.paced {
+            sleep_until(sim_ms);
+            self.send_due(wall_ms())?;
+        }
+        Ok(())
+    }
+    fn finish(&mut self) -> std::io::Result<()> {
+        while let Some(std::cmp::Reverse((ts, ..))) = self.pending.peek() {
+            sleep_until(*ts);
+            self.send_due(wall_ms())?;
+        }
+        self.producer
+            .finish(std::time::Duration::from_secs(300))
+            .map(|_| ())
+            .map_err(std::io::Error::other)
     }
 }

@@ -1,0 +1,329 @@
+//! The local Kafka-protocol broker (tansu on loopback) and topic management for any cluster.
+//!
+//! [`LocalBroker`] starts the tansu binary installed by `scripts/install-tansu.sh` (found via
+//! `TIDEMARK_TANSU`, the install cache, or `PATH`) on a loopback port with memory or SQLite
+//! storage, waits until it answers a metadata request, and stops it with SIGTERM (SIGKILL after
+//! a grace period). [`ensure_topics`] creates the SPEC §2 topics with the profile's partition
+//! counts on whatever cluster the profile points at; tansu does not auto-create topics.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::types::RDKafkaErrorCode;
+
+use tidemark_sources::kafka::topic_partitions;
+use tidemark_sources::{KafkaConn, SourceError};
+
+use crate::config::Profile;
+
+/// The tansu version the project installs and tests against.
+pub const TANSU_VERSION: &str = "0.6.0";
+
+/// Topic names (SPEC §2).
+pub mod topics {
+    /// Raw candidates from every producer.
+    pub const INGRESS: &str = "fp.bus.ingress.v1";
+    /// Admitted traffic envelopes.
+    pub const TRAFFIC: &str = "fp.bus.traffic.v1";
+    /// Decisions and action intents.
+    pub const DECISIONS: &str = "fp.bus.decisions.v1";
+    /// Admitted control envelopes (labels, posture, governance facts).
+    pub const CONTROL: &str = "fp.bus.control.v1";
+    /// Pointer events (files written, snapshot hashes).
+    pub const AUDIT: &str = "fp.bus.audit.v1";
+}
+
+/// The topics a profile needs, with their partition counts.
+pub fn topic_layout(profile: &Profile) -> Vec<(&'static str, u32)> {
+    let out = profile.wiring.topic_partitions.max(1);
+    vec![
+        (topics::INGRESS, profile.wiring.ingress_partitions.max(1)),
+        (topics::TRAFFIC, out),
+        (topics::DECISIONS, out),
+        (topics::CONTROL, out),
+        (topics::AUDIT, out),
+    ]
+}
+
+/// Where the tansu binary is: `$TIDEMARK_TANSU`, the install cache
+/// (`$HOME/.cache/tidemark/tansu-<version>/bin/tansu`), or `tansu` on `PATH`.
+pub fn tansu_binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("TIDEMARK_TANSU") {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Ok(p);
+        }
+        bail!("TIDEMARK_TANSU={} is not a file", p.display());
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        let p = PathBuf::from(home)
+            .join(".cache/tidemark")
+            .join(format!("tansu-{TANSU_VERSION}"))
+            .join("bin/tansu");
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join("tansu");
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    bail!("the tansu broker is not installed: run scripts/install-tansu.sh (or set TIDEMARK_TANSU)")
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Broker storage.
+#[derive(Clone, Debug)]
+pub enum Storage {
+    /// In memory: gone when the broker stops.
+    Memory,
+    /// A SQLite file `tansu.db` in this directory: survives restarts.
+    Sqlite(PathBuf),
+}
+
+/// A tansu broker process on loopback.
+pub struct LocalBroker {
+    child: Option<Child>,
+    port: u16,
+    storage: Storage,
+    log: PathBuf,
+}
+
+impl LocalBroker {
+    /// Starts a broker on `port` (0 picks a free one), logging to `log`, and waits until it
+    /// answers.
+    pub fn start(port: u16, storage: Storage, log: &Path) -> Result<LocalBroker> {
+        let port = if port == 0 { free_port()? } else { port };
+        let mut b = LocalBroker {
+            child: None,
+            port,
+            storage,
+            log: log.to_path_buf(),
+        };
+        b.spawn()?;
+        Ok(b)
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let bin = tansu_binary()?;
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let (engine, cwd) = match &self.storage {
+            Storage::Memory => ("memory://tansu/".to_owned(), None),
+            Storage::Sqlite(dir) => {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                ("sqlite://tansu.db".to_owned(), Some(dir.clone()))
+            }
+        };
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("cannot open broker log {}", self.log.display()))?;
+        let mut cmd = Command::new(&bin);
+        cmd.arg("broker")
+            .args(["--listener-url", &url])
+            .args(["--advertised-listener-url", &url])
+            .args(["--storage-engine", &engine])
+            .args(["--cluster-id", "tidemark-local"])
+            .env_remove("CLUSTER_ID")
+            .env_remove("LISTENER_URL")
+            .env_remove("ADVERTISED_LISTENER_URL")
+            .env_remove("STORAGE_ENGINE")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
+        {
+            use std::os::unix::process::CommandExt;
+            // Its own process group: a Ctrl-C aimed at the caller does not kill the broker
+            // before it is stopped cleanly.
+            cmd.process_group(0);
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(60))
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> Result<()> {
+        let t0 = Instant::now();
+        loop {
+            if let Some(c) = self.child.as_mut() {
+                if let Some(status) = c.try_wait()? {
+                    self.child = None;
+                    bail!(
+                        "tansu exited during startup ({status}); see {}",
+                        self.log.display()
+                    );
+                }
+            }
+            if answers(&self.addr(), Duration::from_millis(500)) {
+                return Ok(());
+            }
+            if t0.elapsed() > limit {
+                bail!(
+                    "tansu did not answer on {} within {limit:?}; see {}",
+                    self.addr(),
+                    self.log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the broker: SIGTERM, then SIGKILL after 10 s.
+    pub fn stop(&mut self) -> Result<()> {
+        let Some(mut c) = self.child.take() else {
+            return Ok(());
+        };
+        terminate(&mut c, Duration::from_secs(10))
+    }
+
+    /// Stops and starts the broker again on the same port and storage.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop()?;
+        self.spawn()
+    }
+}
+
+impl Drop for LocalBroker {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            tracing::warn!("stopping tansu: {e}");
+        }
+    }
+}
+
+/// SIGTERM, wait up to `grace`, then SIGKILL.
+fn terminate(c: &mut Child, grace: Duration) -> Result<()> {
+    // SAFETY: kill(2) on a pid we spawned and have not yet reaped.
+    unsafe {
+        libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let t0 = Instant::now();
+    while t0.elapsed() < grace {
+        if c.try_wait()?.is_some() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.kill()?;
+    c.wait()?;
+    Ok(())
+}
+
+/// Stops the detached broker whose pid is in `pidfile`.
+pub fn stop_pid(pid: u32, grace: Duration) -> Result<()> {
+    let pid = pid as libc::pid_t;
+    // SAFETY: kill(2) with signal 0 / SIGTERM / SIGKILL on a pid read from our own pid file.
+    unsafe {
+        if libc::kill(pid, 0) != 0 {
+            bail!("no broker process {pid} is running");
+        }
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let t0 = Instant::now();
+    while t0.elapsed() < grace {
+        // SAFETY: as above.
+        if unsafe { libc::kill(pid, 0) } != 0 {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    Ok(())
+}
+
+/// Leaks the child handle of a broker that must outlive this process (`tidemark broker
+/// start`); returns its pid.
+pub fn detach(mut b: LocalBroker) -> Option<u32> {
+    let pid = b.pid();
+    if let Some(c) = b.child.take() {
+        std::mem::forget(c);
+    }
+    pid
+}
+
+/// Whether a broker answers a metadata request at `addr`.
+pub fn answers(addr: &str, timeout: Duration) -> bool {
+    let c: Result<BaseConsumer, _> = KafkaConn::new(addr).client_config().create();
+    match c {
+        Ok(c) => {
+            use rdkafka::consumer::Consumer;
+            c.fetch_metadata(None, timeout).is_ok()
+        }
+        Err(_) => false,
+    }
+}
+
+/// Creates the profile's topics on `conn` (existing topics are kept), then checks that every
+/// topic exists with the expected partition count.
+pub fn ensure_topics(conn: &KafkaConn, layout: &[(&str, u32)]) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = conn
+        .client_config()
+        .create()
+        .map_err(|e| anyhow!("cannot create a Kafka admin client: {e}"))?;
+    let new: Vec<NewTopic> = layout
+        .iter()
+        .map(|(name, n)| NewTopic::new(name, *n as i32, TopicReplication::Fixed(1)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(conn.request_timeout));
+    let results = futures::executor::block_on(admin.create_topics(&new, &opts))
+        .map_err(|e| anyhow!("cannot create topics on {}: {e}", conn.brokers))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => bail!("cannot create topic {t}: {e}"),
+        }
+    }
+    let c: BaseConsumer = conn
+        .client_config()
+        .create()
+        .map_err(|e| anyhow!("cannot create a Kafka client: {e}"))?;
+    let t0 = Instant::now();
+    for (name, want) in layout {
+        loop {
+            match topic_partitions(&c, name, conn.request_timeout) {
+                Ok(n) if n == *want => break,
+                Ok(n) => bail!("topic {name} has {n} partitions, the profile says {want}"),
+                Err(SourceError::MissingTopic(_)) if t0.elapsed() < Duration::from_secs(30) => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,326 @@
+//! The commands behind the CLI that compose several stages: writing a world, verifying, the
+//! summary tables, and the demo (local broker → live world → online run over Kafka → verify →
+//! replay → MATCH).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use tidemark_sinks::WriteOnceStore;
+use tidemark_sources::{KafkaEnd, KafkaStart};
+
+use crate::broker::{ensure_topics, topic_layout, topics, LocalBroker, Storage};
+use crate::config;
+use crate::kafka::{produce_world, read_topic, world_counts};
+use crate::publish::DecisionMessage;
+use crate::replay::{replay, ReplayOutcome};
+use crate::run::{run, run_with, Ingress, RunOptions, RunOutcome};
+use crate::verify::verify;
+use crate::world::{generate, FileLogSink, WorldConfig};
+
+/// Writes the world `cfg` as a file log in `out` with `truth.csv` and `world.json`.
+pub fn world_to_file(cfg: &WorldConfig, out: &Path) -> Result<()> {
+    let t0 = Instant::now();
+    let mut sink = FileLogSink::create(out, cfg.partitions)
+        .with_context(|| format!("cannot create world in {}", out.display()))?;
+    let mut truth = std::io::BufWriter::new(std::fs::File::create(out.join("truth.csv"))?);
+    writeln!(truth, "event_id,pattern")?;
+    let mut err = None;
+    let stats = generate(cfg, &mut sink, &mut |id, p| {
+        if let Err(e) = writeln!(truth, "{id},{}", p.as_str()) {
+            err = Some(e);
+        }
+    })?;
+    if let Some(e) = err {
+        return Err(e.into());
+    }
+    truth.flush()?;
+    std::fs::write(
+        out.join("world.json"),
+        serde_json::to_vec_pretty(&(cfg, &stats))?,
+    )?;
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "world: {} records ({} txns, {} fraud txns, {} labels, {} postures) in {} partitions -> {} ({:.0} records/s)",
+        stats.records, stats.txns, stats.fraud_txns, stats.labels, stats.postures, cfg.partitions, out.display(),
+        stats.records as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+/// Verifies the archive under `data` against its manifests; prints the report.
+pub fn verify_cmd(data: &Path) -> Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    if !data.is_dir() {
+        bail!("data directory {} does not exist", data.display());
+    }
+    let store = WriteOnceStore::local(data, rt.handle().clone())?;
+    let report = verify(&store)?;
+    if report.ok() {
+        println!(
+            "verify: OK — {} manifest(s), {} files, {} archive rows, {} receipts",
+            report.manifests, report.files, report.archive_rows, report.receipts
+        );
+        Ok(())
+    } else {
+        for p in &report.problems {
+            eprintln!("verify: {p}");
+        }
+        bail!("verify failed: {} problem(s)", report.problems.len())
+    }
+}
+
+/// Parses a logical time: epoch ms or RFC 3339.
+pub fn parse_time(s: &str) -> Result<u64> {
+    if let Ok(ms) = s.parse::<u64>() {
+        return Ok(ms);
+    }
+    tidemark_dataflows::envelope::parse_rfc3339_millis(s)
+        .ok_or_else(|| anyhow::anyhow!("not a time (ms or RFC 3339): {s}"))
+}
+
+/// Prints a replay outcome.
+pub fn print_replay(r: &ReplayOutcome) {
+    println!(
+        "replay: {} decisions {:?}, {} snapshots in {:.2}s; compared {} decisions: {}",
+        r.decisions.values().sum::<u64>(),
+        r.decisions,
+        r.snapshots,
+        r.wall_secs,
+        r.compared,
+        match &r.divergence {
+            None => "MATCH".to_owned(),
+            Some(d) => format!("DIVERGED: {d}"),
+        }
+    );
+}
+
+/// Prints quarantine by reason and the confusion matrix of decisions vs. the world's truth.
+pub fn summary(data: &Path, truth_csv: &Path) -> Result<()> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let rt = tokio::runtime::Runtime::new()?;
+    let store = WriteOnceStore::local(data, rt.handle().clone())?;
+    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+    for p in store.list("ig/receipts")? {
+        for r in tidemark_sinks::parquet::decode_receipts(store.get(&p)?, &p)? {
+            if let Some(code) = r.reason {
+                *reasons.entry(code.as_str().to_owned()).or_default() += 1;
+            }
+        }
+    }
+    println!("quarantine/duplicates by reason: {reasons:?}");
+    let truth: BTreeSet<String> = std::fs::read_to_string(truth_csv)?
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').next().map(str::to_owned))
+        .collect();
+    let mut matrix: BTreeMap<(&str, String), u64> = BTreeMap::new();
+    for p in store.list("dla/audit")? {
+        for r in tidemark_sinks::audit::decode_audit(store.get(&p)?, &p)? {
+            let label = if truth.contains(&r.event_id) {
+                "fraud"
+            } else {
+                "legit"
+            };
+            *matrix.entry((label, r.decision)).or_default() += 1;
+        }
+    }
+    println!("confusion matrix (truth x decision):");
+    for label in ["fraud", "legit"] {
+        let row: Vec<String> = ["ALLOW", "REVIEW", "BLOCK"]
+            .iter()
+            .map(|d| {
+                format!(
+                    "{d}={}",
+                    matrix.get(&(label, (*d).to_owned())).copied().unwrap_or(0)
+                )
+            })
+            .collect();
+        println!("  {label:<5} {}", row.join(" "));
+    }
+    Ok(())
+}
+
+/// Prints a run outcome.
+pub fn print_run(out: &RunOutcome) {
+    let m = &out.manifest;
+    let ingress = m.totals.total();
+    println!(
+        "run: {} ingress records in {:.2}s ({:.0} records/s) — admitted {}, quarantined {}, duplicate {}",
+        ingress, out.wall_secs, ingress as f64 / out.wall_secs.max(1e-9),
+        m.totals.admitted, m.totals.quarantined, m.totals.duplicate
+    );
+    println!(
+        "run: policy_rev {} basis {} — {} files; run record {}",
+        m.policy_rev,
+        m.basis_id,
+        m.files.len(),
+        out.run_record
+    );
+    if let Some((n, p50, p95, p99, max)) = out.latency {
+        println!(
+            "latency (ingress record timestamp → decision published), {n} decisions: p50 {p50} ms, p95 {p95} ms, p99 {p99} ms, max {max} ms"
+        );
+    }
+    if out.published > 0 {
+        println!("published: {} records to the output topics", out.published);
+    }
+}
+
+/// The file-log demo: world → run → verify → summary → replay.
+pub fn file_demo(events: u64, workers: usize, root: &Path) -> Result<()> {
+    let world = root.join("ingress");
+    let data = root.join("data");
+    let cfg = WorldConfig {
+        events,
+        ..Default::default()
+    };
+    world_to_file(&cfg, &world)?;
+    let p = config::load("local")?;
+    let out = run(&p, &Ingress::File(world.clone()), &data, workers)?;
+    print_run(&out);
+    verify_cmd(&data)?;
+    summary(&data, &world.join("truth.csv"))?;
+    let r = replay(&p, &data, &root.join("replay"), 0, None, workers)?;
+    print_replay(&r);
+    if r.divergence.is_some() {
+        bail!("replay diverged from the online run");
+    }
+    Ok(())
+}
+
+/// The Kafka demo: starts tansu on a free loopback port, creates the topics, produces a live
+/// world at `rate` records/s while the online run consumes it (bounded at the world's end
+/// offsets), then verifies, prints the summary and latency percentiles, replays from the
+/// archive, and checks the decisions read back from `fp.bus.decisions.v1` against the replay.
+pub fn kafka_demo(events: u64, rate: f64, workers: usize, root: &Path) -> Result<()> {
+    std::fs::create_dir_all(root)?;
+    let data = root.join("data");
+    let profile = config::load("local")?;
+    let broker = LocalBroker::start(
+        0,
+        Storage::Sqlite(root.join("broker")),
+        &root.join("broker.log"),
+    )?;
+    println!(
+        "broker: tansu on {} (log {})",
+        broker.addr(),
+        root.join("broker.log").display()
+    );
+    let conn = profile.kafka_conn(Some(&broker.addr()));
+    ensure_topics(&conn, &topic_layout(&profile))?;
+    let cfg = WorldConfig {
+        events,
+        partitions: profile.wiring.ingress_partitions,
+        start_ms: crate::world::sink::wall_ms(),
+        rate_per_sec: rate,
+        jitter_ms: 0,
+        ..Default::default()
+    };
+    let ends = world_counts(&cfg)?;
+    let truth_csv = root.join("truth.csv");
+    let producer = {
+        let (conn, cfg, truth_csv) = (conn.clone(), cfg.clone(), truth_csv.clone());
+        std::thread::spawn(move || -> Result<()> {
+            let mut truth = std::io::BufWriter::new(std::fs::File::create(&truth_csv)?);
+            writeln!(truth, "event_id,pattern")?;
+            let t0 = Instant::now();
+            let stats = produce_world(&conn, &cfg, true, &mut |id, p| {
+                let _ = writeln!(truth, "{id},{}", p.as_str());
+            })?;
+            truth.flush()?;
+            println!(
+                "world: {} live records at {:.0} records/s into {}",
+                stats.records,
+                stats.records as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+                topics::INGRESS
+            );
+            Ok(())
+        })
+    };
+    let ingress = Ingress::Kafka {
+        conn: conn.clone(),
+        topic: topics::INGRESS.to_owned(),
+        start: KafkaStart::Beginning,
+        end: KafkaEnd::Offsets(ends),
+    };
+    let opts = RunOptions {
+        publish: Some(conn.clone()),
+        ..RunOptions::threads(workers)
+    };
+    let out = run_with(&profile, &ingress, &data, &opts)?
+        .context("a single-process run returns its outcome")?;
+    producer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the producer thread panicked"))??;
+    print_run(&out);
+    verify_cmd(&data)?;
+    summary(&data, &truth_csv)?;
+    let r = replay(&profile, &data, &root.join("replay"), 0, None, workers)?;
+    print_replay(&r);
+    if r.divergence.is_some() {
+        bail!("replay diverged from the online run");
+    }
+    let topic = decisions_from_topic(&conn)?;
+    let replayed = audit_rows(&root.join("replay"))?;
+    if topic != replayed {
+        bail!(
+            "{} holds {} decisions that differ from the replay's {}",
+            topics::DECISIONS,
+            topic.len(),
+            replayed.len()
+        );
+    }
+    println!(
+        "decisions topic: {} decisions read back from {}, equal to the replay: MATCH",
+        topic.len(),
+        topics::DECISIONS
+    );
+    drop(broker);
+    Ok(())
+}
+
+/// The decision messages of `fp.bus.decisions.v1`, sorted like audit rows.
+pub fn decisions_from_topic(
+    conn: &tidemark_sources::KafkaConn,
+) -> Result<Vec<tidemark_operators::decision::AuditRecord>> {
+    let mut out = Vec::new();
+    for rec in read_topic(conn, topics::DECISIONS)? {
+        match serde_json::from_slice::<DecisionMessage>(&rec.bytes) {
+            Ok(DecisionMessage::Decision(a)) => out.push(a),
+            Ok(DecisionMessage::Intent { .. }) => {}
+            Err(e) => bail!(
+                "undecodable message at {}/{}: {e}",
+                rec.coord.partition,
+                rec.coord.offset
+            ),
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Every audit row under `root/dla/audit`, sorted.
+pub fn audit_rows(root: &Path) -> Result<Vec<tidemark_operators::decision::AuditRecord>> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let store = WriteOnceStore::local(root, rt.handle().clone())?;
+    let mut out = Vec::new();
+    for p in store.list("dla/audit")? {
+        out.extend(tidemark_sinks::audit::decode_audit(store.get(&p)?, &p)?);
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// A directory for the demo: `dir`, or a temporary one kept alive by the returned guard.
+pub fn demo_root(dir: Option<PathBuf>) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+    match dir {
+        Some(d) => Ok((d, None)),
+        None => {
+            let t = tempfile::tempdir()?;
+            Ok((t.path().to_path_buf(), Some(t)))
+        }
+    }
+}
