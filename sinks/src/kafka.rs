@@ -21,29 +21,85 @@ use tidemark_operators::{Failures, LogicalTime};
 
 use crate::error::SinkError;
 
-/// Counts delivery reports.
+/// How many times a record the broker rejected is sent again before the run fails.
+pub const MAX_ATTEMPTS: u32 = 20;
+
+/// A record to send again: the broker rejected it (so it was not written), e.g. a produce
+/// answered with an error by a broker that is shutting down.
+struct Retry {
+    topic: String,
+    partition: Option<i32>,
+    key: Vec<u8>,
+    payload: Vec<u8>,
+    timestamp: Option<i64>,
+    attempt: u32,
+}
+
+/// Counts delivery reports and queues rejected records for another attempt; shared by the
+/// producer generations of one [`KafkaProducer`].
 #[derive(Default)]
-pub struct DeliveryCounter {
+pub struct Shared {
     delivered: AtomicU64,
     failed: AtomicU64,
+    retried: AtomicU64,
     first_error: Mutex<Option<String>>,
+    retry: Mutex<Vec<Retry>>,
 }
+
+/// The producer context: a handle on the shared counters.
+pub struct DeliveryCounter(Arc<Shared>);
 
 impl ClientContext for DeliveryCounter {}
 
+/// Errors after which the record may or may not have been written, or that no retry fixes:
+/// these fail the run instead of risking a duplicate or spinning.
+fn final_error(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::MessageTimedOut
+                | C::MessageSizeTooLarge
+                | C::InvalidMessageSize
+                | C::TopicAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::Fatal
+        )
+    )
+}
+
 impl ProducerContext for DeliveryCounter {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    type DeliveryOpaque = Box<u32>;
+    fn delivery(&self, result: &DeliveryResult<'_>, attempt: Box<u32>) {
+        use rdkafka::message::Message;
+        let this = &self.0;
         match result {
             Ok(_) => {
-                self.delivered.fetch_add(1, Ordering::Relaxed);
+                this.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, msg)) if !final_error(e) && *attempt < MAX_ATTEMPTS => {
+                this.retried.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    topic = msg.topic(),
+                    attempt = *attempt,
+                    "delivery rejected, sending again: {e}"
+                );
+                if let Ok(mut q) = this.retry.lock() {
+                    q.push(Retry {
+                        topic: msg.topic().to_owned(),
+                        partition: (msg.partition() >= 0).then_some(msg.partition()),
+                        key: msg.key().unwrap_or_default().to_vec(),
+                        payload: msg.payload().unwrap_or_default().to_vec(),
+                        timestamp: msg.timestamp().to_millis(),
+                        attempt: *attempt + 1,
+                    });
+                }
             }
             Err((e, msg)) => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
-                if let Ok(mut g) = self.first_error.lock() {
+                this.failed.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut g) = this.first_error.lock() {
                     if g.is_none() {
-                        use rdkafka::message::Message;
-                        *g = Some(format!("{}: {e}", msg.topic()));
+                        *g = Some(format!("{}: {e} (attempt {attempt})", msg.topic()));
                     }
                 }
             }
@@ -51,9 +107,19 @@ impl ProducerContext for DeliveryCounter {
     }
 }
 
+type Inner = Arc<ThreadedProducer<DeliveryCounter>>;
+
 /// An idempotent producer (one per process, shared by its workers).
+///
+/// A broker that goes away mid-request (a restart) can reject in-flight batches, which were
+/// then not written; its idempotence state for this producer id may be unusable afterwards.
+/// Rejected records are therefore sent again through a fresh producer generation (a new
+/// producer id); earlier generations are kept until [`KafkaProducer::finish`] flushes them.
 pub struct KafkaProducer {
-    producer: ThreadedProducer<DeliveryCounter>,
+    config: ClientConfig,
+    shared: Arc<Shared>,
+    current: std::sync::RwLock<Inner>,
+    retired: Mutex<Vec<Inner>>,
     sent: AtomicU64,
 }
 
@@ -64,6 +130,8 @@ pub struct Delivered {
     pub sent: u64,
     /// Records acknowledged by the broker.
     pub delivered: u64,
+    /// Deliveries the broker rejected that were sent again.
+    pub retried: u64,
 }
 
 impl KafkaProducer {
@@ -78,17 +146,33 @@ impl KafkaProducer {
             .set("queue.buffering.max.messages", "1000000")
             .set("queue.buffering.max.kbytes", "1048576")
             .set("message.timeout.ms", "300000");
-        let producer = c
-            .create_with_context(DeliveryCounter::default())
-            .map_err(|e| SinkError::Kafka(format!("cannot create producer: {e}")))?;
+        let shared = Arc::new(Shared::default());
+        let producer = Self::create(&c, &shared)?;
         Ok(KafkaProducer {
-            producer,
+            config: c,
+            shared,
+            current: std::sync::RwLock::new(producer),
+            retired: Mutex::new(Vec::new()),
             sent: AtomicU64::new(0),
         })
     }
 
+    fn create(c: &ClientConfig, shared: &Arc<Shared>) -> Result<Inner, SinkError> {
+        c.create_with_context(DeliveryCounter(shared.clone()))
+            .map(Arc::new)
+            .map_err(|e| SinkError::Kafka(format!("cannot create producer: {e}")))
+    }
+
+    fn producer(&self) -> Result<Inner, SinkError> {
+        self.current
+            .read()
+            .map(|g| g.clone())
+            .map_err(|_| SinkError::Bug("producer lock poisoned".into()))
+    }
+
     /// Queues one record; waits while the local queue is full. `partition` is explicit or
-    /// chosen by the key's hash; `timestamp` is the record timestamp in epoch ms.
+    /// chosen by the key's hash; `timestamp` is the record timestamp in epoch ms. Records the
+    /// broker rejected earlier are sent again first.
     pub fn send(
         &self,
         topic: &str,
@@ -97,7 +181,52 @@ impl KafkaProducer {
         payload: &[u8],
         timestamp: Option<i64>,
     ) -> Result<(), SinkError> {
-        let mut rec = BaseRecord::to(topic).key(key).payload(payload);
+        self.resend_rejected()?;
+        self.send_attempt(topic, partition, key, payload, timestamp, 0)
+    }
+
+    /// Sends the records queued by rejected deliveries; returns how many.
+    fn resend_rejected(&self) -> Result<usize, SinkError> {
+        let batch = match self.shared.retry.lock() {
+            Ok(mut q) if !q.is_empty() => std::mem::take(&mut *q),
+            _ => return Ok(0),
+        };
+        // The broker said no: give it a moment, then continue with a new producer id.
+        std::thread::sleep(Duration::from_millis(200));
+        let fresh = Self::create(&self.config, &self.shared)?;
+        let old = match self.current.write() {
+            Ok(mut g) => std::mem::replace(&mut *g, fresh),
+            Err(_) => return Err(SinkError::Bug("producer lock poisoned".into())),
+        };
+        if let Ok(mut r) = self.retired.lock() {
+            r.push(old);
+        }
+        for r in &batch {
+            self.send_attempt(
+                &r.topic,
+                r.partition,
+                &r.key,
+                &r.payload,
+                r.timestamp,
+                r.attempt,
+            )?;
+            self.sent.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(batch.len())
+    }
+
+    fn send_attempt(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        payload: &[u8],
+        timestamp: Option<i64>,
+        attempt: u32,
+    ) -> Result<(), SinkError> {
+        let mut rec = BaseRecord::with_opaque_to(topic, Box::new(attempt))
+            .key(key)
+            .payload(payload);
         if let Some(ts) = timestamp {
             rec = rec.timestamp(ts);
         }
@@ -105,8 +234,9 @@ impl KafkaProducer {
             rec = rec.partition(p);
         }
         let started = Instant::now();
+        let producer = self.producer()?;
         loop {
-            match self.producer.send(rec) {
+            match producer.send(rec) {
                 Ok(()) => {
                     self.sent.fetch_add(1, Ordering::Relaxed);
                     return Ok(());
@@ -122,12 +252,21 @@ impl KafkaProducer {
         }
     }
 
-    /// Flushes, then fails if any record was not delivered.
+    /// Flushes (sending rejected records again until none are left), then fails if any
+    /// record was not delivered.
     pub fn finish(&self, timeout: Duration) -> Result<Delivered, SinkError> {
-        self.producer
-            .flush(timeout)
-            .map_err(|e| SinkError::Kafka(format!("flush: {e}")))?;
-        let ctx = self.producer.context();
+        let t0 = Instant::now();
+        loop {
+            let retired: Vec<Inner> = self.retired.lock().map(|r| r.clone()).unwrap_or_default();
+            for p in retired.iter().chain(std::iter::once(&self.producer()?)) {
+                p.flush(timeout.saturating_sub(t0.elapsed()))
+                    .map_err(|e| SinkError::Kafka(format!("flush: {e}")))?;
+            }
+            if self.resend_rejected()? == 0 {
+                break;
+            }
+        }
+        let ctx = &self.shared;
         let failed = ctx.failed.load(Ordering::Relaxed);
         let sent = self.sent.load(Ordering::Relaxed);
         let delivered = ctx.delivered.load(Ordering::Relaxed);
@@ -146,7 +285,11 @@ impl KafkaProducer {
                 "{delivered} of {sent} records acknowledged after flush"
             )));
         }
-        Ok(Delivered { sent, delivered })
+        Ok(Delivered {
+            sent,
+            delivered,
+            retried: ctx.retried.load(Ordering::Relaxed),
+        })
     }
 }
 

@@ -126,3 +126,89 @@ pub fn read_archive(data: &Path) -> Vec<tidemark_operators::ingest::Admitted> {
     all.sort();
     all
 }
+
+/// A tansu broker on a free loopback port with SQLite storage in a temporary directory, the
+/// local profile's topics created.
+pub struct KafkaFixture {
+    /// The broker process (stopped on drop).
+    pub broker: tidemark_jobs::broker::LocalBroker,
+    /// Connection to it.
+    pub conn: tidemark_sources::KafkaConn,
+    /// The local profile.
+    pub profile: Profile,
+    /// Temporary directory holding the broker's state and log.
+    pub dir: tempfile::TempDir,
+}
+
+impl KafkaFixture {
+    /// Starts the broker and creates the topics. Fails the test (never skips) when tansu is
+    /// not installed: run scripts/install-tansu.sh.
+    pub fn start() -> KafkaFixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = tidemark_jobs::broker::LocalBroker::start(
+            0,
+            tidemark_jobs::broker::Storage::Sqlite(dir.path().join("state")),
+            &dir.path().join("broker.log"),
+        )
+        .unwrap_or_else(|e| panic!("cannot start the local broker: {e:#}"));
+        let profile = tidemark_jobs::config::load("local").expect("local profile");
+        let conn = profile.kafka_conn(Some(&broker.addr()));
+        tidemark_jobs::broker::ensure_topics(&conn, &tidemark_jobs::broker::topic_layout(&profile))
+            .expect("create topics");
+        KafkaFixture {
+            broker,
+            conn,
+            profile,
+            dir,
+        }
+    }
+
+    /// Produces the world `cfg` (unpaced) into the ingress topic.
+    pub fn produce(&self, cfg: &WorldConfig) {
+        tidemark_jobs::kafka::produce_world(&self.conn, cfg, false, &mut |_, _| {})
+            .expect("produce world");
+    }
+
+    /// The ingress topic from the beginning up to `end`.
+    pub fn ingress(&self, end: tidemark_sources::KafkaEnd) -> Ingress {
+        Ingress::Kafka {
+            conn: self.conn.clone(),
+            topic: tidemark_jobs::broker::topics::INGRESS.to_owned(),
+            start: tidemark_sources::KafkaStart::Beginning,
+            end,
+        }
+    }
+
+    /// A bounded run over everything in the ingress topic now, `workers` threads, publishing
+    /// to the output topics when `publish`.
+    pub fn run(&self, data: &Path, workers: usize, publish: bool) -> RunOutcome {
+        let opts = tidemark_jobs::run::RunOptions {
+            publish: publish.then(|| self.conn.clone()),
+            ..tidemark_jobs::run::RunOptions::threads(workers)
+        };
+        tidemark_jobs::run::run_with(
+            &self.profile,
+            &self.ingress(tidemark_sources::KafkaEnd::Latest),
+            data,
+            &opts,
+        )
+        .expect("run over kafka")
+        .expect("single process returns an outcome")
+    }
+}
+
+/// The primary-truth trees a run writes (everything but `runs/`).
+pub const TRUTH_TREES: [&str; 4] = ["archive", "ig", "dla", "ofp"];
+
+/// Asserts that two data roots hold byte-identical primary truths.
+pub fn assert_same_truths(a: &Path, b: &Path, what: &str) {
+    for sub in TRUTH_TREES {
+        let (x, y) = (read_tree(a, sub), read_tree(b, sub));
+        assert!(!x.is_empty() || sub == "ofp", "{what}: {sub} is empty");
+        let (xk, yk): (Vec<_>, Vec<_>) = (x.keys().collect(), y.keys().collect());
+        assert_eq!(xk, yk, "{what}: {sub} file lists differ");
+        for ((pa, ba), bb) in x.iter().zip(y.values()) {
+            assert!(ba == bb, "{what}: {pa} differs");
+        }
+    }
+}

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""A third-party (non-Rust) Kafka client for tidemark's tests: kafka-python.
+
+  kafka_client.py produce BROKERS COUNT   produce COUNT valid txn envelopes plus three
+                                          malformed records to fp.bus.ingress.v1; prints JSON
+  kafka_client.py decisions BROKERS       read fp.bus.decisions.v1 from the beginning to the
+                                          end; prints JSON with the decided event ids
+
+Requires kafka-python (pip install kafka-python==3.0.12).
+"""
+import json
+import sys
+
+try:
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+except ImportError:
+    sys.exit("kafka-python is not installed: pip install kafka-python==3.0.12")
+
+INGRESS = "fp.bus.ingress.v1"
+DECISIONS = "fp.bus.decisions.v1"
+START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+FINGERPRINT = "ab" * 32
+
+
+def ts_utc(ms):
+    import datetime
+
+    d = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
+    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def envelope(i):
+    account = f"py-acct-{i % 37}"
+    return account, {
+        "event_id": f"py-ev-{i}",
+        "event_type": "txn.authorization.v1",
+        "ts_utc": ts_utc(START_MS + i * 1000),
+        "manifest_fingerprint": FINGERPRINT,
+        "schema_version": 1,
+        "producer": "card-switch",
+        "trace_id": f"py-tr-{i}",
+        "payload": {
+            "txn_id": f"py-txn-{i}",
+            "account_id": account,
+            "card_id": f"py-card-{i % 53}",
+            "merchant_id": f"py-m-{i % 11}",
+            "device_id": f"py-dev-{i % 29}",
+            "ip": f"10.9.{i % 7}.{i % 200}",
+            "email": f"py-user-{i % 37}",
+            "amount_minor": 1000 + (i * 7919) % 90000,
+            "currency": "EUR",
+            "mcc": "5411",
+            "channel": "ecom",
+            "country": "NL",
+        },
+    }
+
+
+def produce(brokers, count):
+    p = KafkaProducer(bootstrap_servers=brokers, acks="all")
+    futures = []
+    for i in range(count):
+        key, env = envelope(i)
+        ts = START_MS + i * 1000
+        futures.append(
+            p.send(INGRESS, key=key.encode(), value=json.dumps(env).encode(), timestamp_ms=ts)
+        )
+    last = START_MS + count * 1000
+    bad = [
+        b"{this is not json",
+        json.dumps({k: v for k, v in envelope(count)[1].items() if k != "producer"}).encode(),
+        json.dumps(dict(envelope(count + 1)[1], event_type="txn.unknown.v9")).encode(),
+    ]
+    for b in bad:
+        futures.append(p.send(INGRESS, key=b"py-bad", value=b, timestamp_ms=last))
+    for f in futures:
+        f.get(timeout=30)
+    p.flush()
+    p.close()
+    print(json.dumps({"produced": count, "malformed": len(bad)}))
+
+
+def decisions(brokers):
+    c = KafkaConsumer(
+        bootstrap_servers=brokers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+    )
+    parts = [TopicPartition(DECISIONS, p) for p in sorted(c.partitions_for_topic(DECISIONS))]
+    c.assign(parts)
+    c.seek_to_beginning(*parts)
+    end = c.end_offsets(parts)
+    events, intents = [], 0
+    while any(c.position(tp) < end[tp] for tp in parts):
+        for records in c.poll(timeout_ms=1000).values():
+            for r in records:
+                m = json.loads(r.value)
+                if m["type"] == "decision.v1":
+                    events.append([m["event_id"], m["decision"], m["decision_id"]])
+                elif m["type"] == "action.intent.v1":
+                    intents += 1
+    c.close()
+    events.sort()
+    print(json.dumps({"decisions": events, "intents": intents}))
+
+
+if __name__ == "__main__":
+    cmd, brokers = sys.argv[1], sys.argv[2]
+    if cmd == "produce":
+        produce(brokers, int(sys.argv[3]))
+    elif cmd == "decisions":
+        decisions(brokers)
+    else:
+        sys.exit(f"unknown command {cmd}")
