@@ -148,8 +148,9 @@ pub const EMBEDDED_BUNDLES: [(&str, &str); 1] = [(
 )];
 
 /// The profiles shipped with tidemark, embedded so the binary works from any directory.
-pub const EMBEDDED: [(&str, &str); 3] = [
+pub const EMBEDDED: [(&str, &str); 4] = [
     ("local", include_str!("../../profiles/local.toml")),
+    ("lowlatency", include_str!("../../profiles/lowlatency.toml")),
     ("dev", include_str!("../../profiles/dev.toml")),
     ("prod", include_str!("../../profiles/prod.toml")),
 ];
@@ -180,7 +181,7 @@ pub fn resolve(profile: &str) -> Result<ProfileSource> {
     match EMBEDDED.iter().find(|(n, _)| *n == profile) {
         Some((_, text)) => Ok(ProfileSource::Embedded(text)),
         None => bail!(
-            "unknown profile {profile:?}: no profiles/{profile}.toml here and no embedded profile of that name (known: local, dev, prod)"
+            "unknown profile {profile:?}: no profiles/{profile}.toml here and no embedded profile of that name (known: local, lowlatency, dev, prod)"
         ),
     }
 }
@@ -323,21 +324,6 @@ impl Profile {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn policy_rev_changes_with_policy_not_wiring() {
-        let a = Profile::default();
-        let mut b = a.clone();
-        b.wiring.workers = 8;
-        assert_eq!(a.policy_rev(), b.policy_rev());
-        b.ig.allowed_lateness = Duration::from_secs(1);
-        assert_ne!(a.policy_rev(), b.policy_rev());
-    }
-}
-
 impl Profile {
     /// The Kafka connection of this profile: `wiring.brokers` (or `brokers` when given), plus
     /// librdkafka properties from `TIDEMARK_KAFKA_<PROPERTY>` environment variables
@@ -352,5 +338,20 @@ impl Profile {
             }
         }
         conn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_rev_changes_with_policy_not_wiring() {
+        let a = Profile::default();
+        let mut b = a.clone();
+        b.wiring.workers = 8;
+        assert_eq!(a.policy_rev(), b.policy_rev());
+        b.ig.allowed_lateness = Duration::from_secs(1);
+        assert_ne!(a.policy_rev(), b.policy_rev());
     }
 }

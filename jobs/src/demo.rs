@@ -170,7 +170,7 @@ pub fn print_run(out: &RunOutcome) {
 }
 
 /// The file-log demo: world → run → verify → summary → replay.
-pub fn file_demo(events: u64, workers: usize, root: &Path) -> Result<()> {
+pub fn file_demo(events: u64, workers: usize, root: &Path, profile: &str) -> Result<()> {
     let world = root.join("ingress");
     let data = root.join("data");
     let cfg = WorldConfig {
@@ -178,7 +178,7 @@ pub fn file_demo(events: u64, workers: usize, root: &Path) -> Result<()> {
         ..Default::default()
     };
     world_to_file(&cfg, &world)?;
-    let p = config::load("local")?;
+    let p = config::load(profile)?;
     let out = run(&p, &Ingress::File(world.clone()), &data, workers)?;
     print_run(&out);
     verify_cmd(&data)?;
@@ -195,10 +195,16 @@ pub fn file_demo(events: u64, workers: usize, root: &Path) -> Result<()> {
 /// world at `rate` records/s while the online run consumes it (bounded at the world's end
 /// offsets), then verifies, prints the summary and latency percentiles, replays from the
 /// archive, and checks the decisions read back from `fp.bus.decisions.v1` against the replay.
-pub fn kafka_demo(events: u64, rate: f64, workers: usize, root: &Path) -> Result<()> {
+pub fn kafka_demo(
+    events: u64,
+    rate: f64,
+    workers: usize,
+    root: &Path,
+    profile: &str,
+) -> Result<()> {
     std::fs::create_dir_all(root)?;
     let data = root.join("data");
-    let profile = config::load("local")?;
+    let profile = config::load(profile)?;
     let broker = LocalBroker::start(
         0,
         Storage::Sqlite(root.join("broker")),
@@ -217,6 +223,9 @@ pub fn kafka_demo(events: u64, rate: f64, workers: usize, root: &Path) -> Result
         start_ms: crate::world::sink::wall_ms(),
         rate_per_sec: rate,
         jitter_ms: 0,
+        follow_up_scale: 0.01,
+        // Live episodes are rare in a short run: start more of them.
+        fraud_rate: 0.005,
         ..Default::default()
     };
     let ends = world_counts(&cfg)?;
@@ -252,6 +261,10 @@ pub fn kafka_demo(events: u64, rate: f64, workers: usize, root: &Path) -> Result
     };
     let out = run_with(&profile, &ingress, &data, &opts)?
         .context("a single-process run returns its outcome")?;
+    println!(
+        "demo: decisions wait for the frontier: latency >= allowed_lateness ({}) by design (SPEC §3)",
+        humantime::format_duration(profile.ig.allowed_lateness)
+    );
     producer
         .join()
         .map_err(|_| anyhow::anyhow!("the producer thread panicked"))??;
@@ -289,7 +302,7 @@ pub fn decisions_from_topic(
     let mut out = Vec::new();
     for rec in read_topic(conn, topics::DECISIONS)? {
         match serde_json::from_slice::<DecisionMessage>(&rec.bytes) {
-            Ok(DecisionMessage::Decision(a)) => out.push(a),
+            Ok(DecisionMessage::Decision(a)) => out.push(*a),
             Ok(DecisionMessage::Intent { .. }) => {}
             Err(e) => bail!(
                 "undecodable message at {}/{}: {e}",

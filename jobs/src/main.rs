@@ -139,14 +139,17 @@ enum Cmd {
     /// Local broker → live world → online run over Kafka → verify → replay, with a summary.
     Demo {
         /// Number of ingress records.
-        #[arg(long, default_value_t = 60_000)]
+        #[arg(long, default_value_t = 40_000)]
         events: u64,
         /// Offered load of the live world (records/s).
-        #[arg(long, default_value_t = 3000.0)]
+        #[arg(long, default_value_t = 2000.0)]
         rate: f64,
         /// Use a file log instead of the broker (no latency figures).
         #[arg(long)]
         file: bool,
+        /// Profile (name or path).
+        #[arg(long, default_value = "local")]
+        profile: String,
         /// Worker threads.
         #[arg(short = 'w', long, default_value_t = 2)]
         workers: usize,
@@ -301,6 +304,7 @@ fn real_main() -> Result<()> {
                     cfg.start_ms = tidemark_jobs::world::sink::wall_ms();
                     cfg.rate_per_sec = rate;
                     cfg.jitter_ms = 0;
+                    cfg.follow_up_scale = 0.01;
                 }
                 let t0 = Instant::now();
                 let stats = produce_world(&conn, &cfg, live.is_some(), &mut |_, _| {})?;
@@ -407,14 +411,15 @@ fn real_main() -> Result<()> {
             events,
             rate,
             file,
+            profile,
             workers,
             dir,
         } => {
             let (root, tmp) = demo_root(dir)?;
             if file {
-                file_demo(events, workers, &root)?;
+                file_demo(events, workers, &root, &profile)?;
             } else {
-                kafka_demo(events, rate, workers, &root)?;
+                kafka_demo(events, rate, workers, &root, &profile)?;
             }
             println!("demo: outputs in {}", root.display());
             if tmp.is_some() {

@@ -25,7 +25,7 @@ use crate::broker::topics;
 pub enum DecisionMessage {
     /// One per decision: the audit record exactly as DLA wrote it.
     #[serde(rename = "decision.v1")]
-    Decision(AuditRecord),
+    Decision(Box<AuditRecord>),
     /// One per action intent of a decision.
     #[serde(rename = "action.intent.v1")]
     Intent {
@@ -97,7 +97,7 @@ pub fn decision_records(r: &AuditRecord, out: &mut Vec<KafkaRecord>) {
             });
         }
     }
-    if let Ok(payload) = serde_json::to_vec(&DecisionMessage::Decision(r.clone())) {
+    if let Ok(payload) = serde_json::to_vec(&DecisionMessage::Decision(Box::new(r.clone()))) {
         out.push(KafkaRecord {
             topic: topics::DECISIONS,
             key: r.event_id.as_bytes().to_vec(),
@@ -156,7 +156,7 @@ impl Latency {
     /// `(count, p50, p95, p99, max)` in ms.
     pub fn summary(&self) -> Option<(u64, u64, u64, u64, u64)> {
         let h = self.0.lock().ok()?;
-        (h.len() > 0).then(|| {
+        (!h.is_empty()).then(|| {
             (
                 h.len(),
                 h.value_at_quantile(0.50),

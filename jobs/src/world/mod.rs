@@ -57,6 +57,10 @@ pub struct WorldConfig {
     /// Record timestamps trail event times by a uniform `0..jitter_ms` (transport delay).
     /// Default 300; live (paced) production uses 0 so latency is measured from the send.
     pub jitter_ms: u64,
+    /// Delays of scheduled follow-ups (fraud episode steps, labels, posture recovery) are
+    /// multiplied by this. Default 1.0; a live demo of a few seconds uses ~0.01 so episodes
+    /// unfold in seconds instead of simulated minutes.
+    pub follow_up_scale: f64,
 }
 
 impl Default for WorldConfig {
@@ -70,6 +74,7 @@ impl Default for WorldConfig {
             rate_per_sec: 100.0,
             fraud_rate: 0.002,
             jitter_ms: 300,
+            follow_up_scale: 1.0,
         }
     }
 }

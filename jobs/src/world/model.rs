@@ -146,6 +146,11 @@ pub(crate) struct World {
     seed_tag: String,
     ts: TsFormatter,
     degraded: bool,
+    /// Simulated time of the event being generated or rendered (follow-ups are scheduled
+    /// relative to it).
+    clock: u64,
+    /// [`WorldConfig::follow_up_scale`].
+    follow_up_scale: f64,
 }
 
 fn ip_str(buf: &mut Vec<u8>, ip: u64) {
@@ -213,10 +218,19 @@ impl World {
             seed_tag: format!("world-{}", cfg.seed),
             ts: TsFormatter::new(),
             degraded: false,
+            clock: cfg.start_ms,
+            follow_up_scale: cfg.follow_up_scale,
         }
     }
 
     fn schedule(&mut self, pending: &mut BinaryHeap<Pending>, at: u64, kind: Kind) {
+        // Compress (or stretch) the delay; exactly the identity at the default scale 1.0.
+        #[allow(clippy::float_cmp)]
+        let at = if self.follow_up_scale == 1.0 || at <= self.clock {
+            at
+        } else {
+            self.clock + ((at - self.clock) as f64 * self.follow_up_scale.max(0.0)) as u64
+        };
         self.pending_seq += 1;
         pending.push(Pending {
             at,
@@ -246,6 +260,7 @@ impl World {
         pending: &mut BinaryHeap<Pending>,
         cfg: &WorldConfig,
     ) -> Option<Ev> {
+        self.clock = t;
         let r: f64 = rng.random();
         let a = rng.random_range(0..self.accounts.len() as u64);
         if r < cfg.fraud_rate {
@@ -405,6 +420,7 @@ impl World {
         truth: &mut dyn FnMut(&str, Pattern),
         pending: &mut BinaryHeap<Pending>,
     ) -> Rendered {
+        self.clock = ev.at;
         buf.clear();
         let fraudish = matches!(ev.kind, Kind::Txn { fraud: Some(_), .. });
         let injectable = !fraudish && !matches!(ev.kind, Kind::Label { .. } | Kind::Posture { .. });

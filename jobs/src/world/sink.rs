@@ -84,16 +84,20 @@ impl RecordSink for NullSink {
     }
 }
 
+/// A record waiting for its send time: `(record_ts, seq, partition, key, value)`.
+type Deferred = (u64, u64, u32, Vec<u8>, Vec<u8>);
+
 /// Produces generated records to a Kafka topic: record `(partition, key, record_ts)` goes to
 /// that partition with that key and record timestamp. Unpaced, records are sent in generation
 /// order, so the topic holds exactly what the file log would (same partitions, same offsets
 /// on a fresh topic). Paced, each record waits until the wall clock reaches its record
-/// timestamp (live traffic: the world's simulated clock must then start at "now").
+/// timestamp (live traffic: the world's simulated clock must then start at "now") and is
+/// stamped with the wall clock at the send.
 pub struct KafkaWorldSink {
     producer: std::sync::Arc<tidemark_sinks::kafka::KafkaProducer>,
     topic: String,
     paced: bool,
-    pending: std::collections::BinaryHeap<std::cmp::Reverse<(u64, u64, u32, Vec<u8>, Vec<u8>)>>,
+    pending: std::collections::BinaryHeap<std::cmp::Reverse<Deferred>>,
     seq: u64,
     /// Records sent so far.
     pub sent: u64,
@@ -117,6 +121,9 @@ impl KafkaWorldSink {
     }
 
     fn send(&mut self, partition: u32, key: &[u8], ts: u64, value: &[u8]) -> std::io::Result<()> {
+        // Live: the record timestamp is when the record is really sent (never before the
+        // event's own time), as a producer's clock would stamp it; latency is measured from it.
+        let ts = if self.paced { ts.max(wall_ms()) } else { ts };
         self.producer
             .send(
                 &self.topic,
