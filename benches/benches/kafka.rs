@@ -1,0 +1,167 @@
+//! Over the local tansu broker: a bare rdkafka consumer's rate on the ingress topic against the
+//! pipeline's rate from the same topic (same run, target ratio >= 0.5), then decision latency
+//! percentiles (ingress record timestamp → decision published, hdrhistogram) at a fixed offered
+//! load of half the pipeline's sustainable rate, with the `lowlatency` profile
+//! (allowed_lateness 0). The broker's own CPU is reported beside ours: it shares the 2 cores.
+//! `TIDEMARK_BENCH_EVENTS` overrides the world size (default 200k).
+
+use std::time::{Duration, Instant};
+
+use tidemark_benches::measure;
+use tidemark_jobs::broker::{ensure_topics, topic_layout, topics, LocalBroker, Storage};
+use tidemark_jobs::config::load;
+use tidemark_jobs::kafka::{produce_world, read_topic, world_counts};
+use tidemark_jobs::run::{run_with, Ingress, RunOptions};
+use tidemark_jobs::world::WorldConfig;
+use tidemark_sources::{KafkaEnd, KafkaStart};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// utime + stime of another process, from /proc.
+fn proc_cpu(pid: u32) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Duration::ZERO;
+    };
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no side effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis((ticks(11) + ticks(12)) * 1000 / hz)
+}
+
+fn main() -> anyhow::Result<()> {
+    let events: u64 = std::env::var("TIDEMARK_BENCH_EVENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200_000);
+    let tmp = tempfile::tempdir()?;
+    let broker = LocalBroker::start(
+        0,
+        Storage::Sqlite(tmp.path().join("state")),
+        &tmp.path().join("broker.log"),
+    )?;
+    let pid = broker.pid().unwrap_or(0);
+    let profile = load("local")?;
+    let conn = profile.kafka_conn(Some(&broker.addr()));
+    ensure_topics(&conn, &topic_layout(&profile))?;
+    let cfg = WorldConfig {
+        events,
+        ..Default::default()
+    };
+    let (wall, cpu, r) = measure(|| produce_world(&conn, &cfg, false, &mut |_, _| {}));
+    r?;
+    println!(
+        "produce (idempotent, acks=all): {events} records, {:.0} records/s wall, {:.0} records/CPU-s",
+        events as f64 / wall.as_secs_f64(),
+        events as f64 / cpu.as_secs_f64()
+    );
+
+    // Bare consumer: every partition from the beginning to the high watermark, payloads copied.
+    let b0 = proc_cpu(pid);
+    let (wall, cpu, recs) = measure(|| read_topic(&conn, topics::INGRESS));
+    let n = recs?.len() as f64;
+    let bare = n / wall.as_secs_f64();
+    println!(
+        "bare rdkafka consumer: {n} records, {bare:.0} records/s wall, {:.0} records/CPU-s (broker CPU {:.1}s)",
+        n / cpu.as_secs_f64(),
+        (proc_cpu(pid).saturating_sub(b0)).as_secs_f64()
+    );
+
+    let ingress = Ingress::Kafka {
+        conn: conn.clone(),
+        topic: topics::INGRESS.to_owned(),
+        start: KafkaStart::Beginning,
+        end: KafkaEnd::Latest,
+    };
+    let mut sustainable = 0.0;
+    for (label, publish, workers) in [
+        ("pipeline -w2, publishing", true, 2),
+        ("pipeline -w2, no publishing", false, 2),
+        ("pipeline -w1, no publishing", false, 1),
+    ] {
+        let data = tmp.path().join(format!("data-{}-{workers}", publish));
+        let opts = RunOptions {
+            publish: publish.then(|| conn.clone()),
+            ..RunOptions::threads(workers)
+        };
+        let b0 = proc_cpu(pid);
+        let (wall, cpu, out) = measure(|| run_with(&profile, &ingress, &data, &opts));
+        let out = out?.ok_or_else(|| anyhow::anyhow!("no outcome"))?;
+        let n = out.manifest.totals.total() as f64;
+        let rate = n / wall.as_secs_f64();
+        if publish {
+            sustainable = rate;
+        }
+        println!(
+            "{label}: {n} records, {rate:.0} records/s wall, {:.0} records/CPU-s, ratio to bare consumer {:.3} (broker CPU {:.1}s)",
+            n / cpu.as_secs_f64(),
+            rate / bare,
+            (proc_cpu(pid).saturating_sub(b0)).as_secs_f64()
+        );
+    }
+
+    // Latency at half the sustainable rate, live, allowed_lateness 0.
+    let low = load("lowlatency")?;
+    let lconn = low.kafka_conn(Some(&broker.addr()));
+    let offered = (sustainable / 2.0).max(100.0);
+    let secs: f64 = std::env::var("TIDEMARK_BENCH_LATENCY_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20.0);
+    let live = WorldConfig {
+        events: (offered * secs) as u64,
+        seed: 99,
+        start_ms: tidemark_jobs::world::sink::wall_ms(),
+        rate_per_sec: offered,
+        jitter_ms: 0,
+        follow_up_scale: 0.01,
+        ..Default::default()
+    };
+    let starts = tidemark_sources::KafkaSource::new(
+        lconn.clone(),
+        topics::INGRESS,
+        KafkaStart::Beginning,
+        KafkaEnd::Latest,
+    )
+    .high_watermarks()?;
+    let mut ends = world_counts(&live)?;
+    for (p, n) in ends.iter_mut() {
+        *n += starts.get(p).copied().unwrap_or(0);
+    }
+    let producer = {
+        let (c, l) = (lconn.clone(), live.clone());
+        std::thread::spawn(move || produce_world(&c, &l, true, &mut |_, _| {}).map(|_| ()))
+    };
+    let t0 = Instant::now();
+    let opts = RunOptions {
+        publish: Some(lconn.clone()),
+        ..RunOptions::threads(2)
+    };
+    let data = tmp.path().join("live");
+    let out = run_with(
+        &low,
+        &Ingress::Kafka {
+            conn: lconn.clone(),
+            topic: topics::INGRESS.to_owned(),
+            start: KafkaStart::Offsets(starts),
+            end: KafkaEnd::Offsets(ends),
+        },
+        &data,
+        &opts,
+    )?
+    .ok_or_else(|| anyhow::anyhow!("no outcome"))?;
+    producer
+        .join()
+        .map_err(|_| anyhow::anyhow!("producer panicked"))??;
+    let got = out.manifest.totals.total() as f64 / t0.elapsed().as_secs_f64();
+    match out.latency {
+        Some((n, p50, p95, p99, max)) => println!(
+            "latency at {offered:.0} records/s offered ({got:.0}/s consumed), lowlatency profile, -w2, publishing: {n} decisions, p50 {p50} ms, p95 {p95} ms, p99 {p99} ms, max {max} ms"
+        ),
+        None => println!("latency: no decisions"),
+    }
+    drop(broker);
+    Ok(())
+}
