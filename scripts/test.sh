@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# The README's test command: every unit, oracle, determinism and end-to-end test.
+# The README's test command: every unit, oracle, determinism, end-to-end and Kafka test.
+# Installs what the Kafka tests need first (both steps are no-ops once done): the tansu broker
+# (cached build under ~/.cache/tidemark) and kafka-python for the third-party client test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+./scripts/install-tansu.sh
+python3 -m pip install --quiet --disable-pip-version-check kafka-python==3.0.12
 cargo test --workspace --locked "$@"
