@@ -271,3 +271,98 @@ fn third_party_python_client_produces_ingress_and_reads_decisions() {
         .sum();
     assert_eq!(read["intents"].as_u64(), Some(intents));
 }
+
+fn login(i: u64, t: u64) -> Vec<u8> {
+    format!(
+        r#"{{"event_id":"idle-{i}","event_type":"account.login.v1","ts_utc":"{}","manifest_fingerprint":"{}","schema_version":1,"producer":"auth-service","payload":{{"account_id":"acct-idle-{i}","device_id":"dev-{i}","ip":"10.1.1.{}","success":true}}}}"#,
+        tidemark_operators::time::fmt_rfc3339_millis(t),
+        "cd".repeat(32),
+        i % 250
+    )
+    .into_bytes()
+}
+
+/// SPEC §3 over Kafka: a silent partition stops holding the frontier back after
+/// `idle_timeout` (wall clock); a record that then arrives below the frontier is late, and the
+/// receipt records it. With a long idle_timeout the same record is on time.
+#[test]
+fn idle_partition_releases_the_frontier_and_a_straggler_is_late() {
+    let k = KafkaFixture::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let t0 = 1_767_225_600_000u64;
+    let mut profile = k.profile.clone();
+    profile.ig.idle_timeout = std::time::Duration::from_millis(500);
+    let ends: BTreeMap<u32, u64> = [(0, 30), (1, 0), (2, 0), (3, 1)].into_iter().collect();
+    let ingress = tidemark_jobs::run::Ingress::Kafka {
+        conn: k.conn.clone(),
+        topic: topics::INGRESS.to_owned(),
+        start: tidemark_sources::KafkaStart::Beginning,
+        end: tidemark_sources::KafkaEnd::Offsets(ends),
+    };
+    let producer =
+        tidemark_sinks::kafka::KafkaProducer::new(&k.conn.client_config()).expect("producer");
+    let data = tmp.path().join("idle");
+    std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            tidemark_jobs::run::run_with(
+                &profile,
+                &ingress,
+                &data,
+                &tidemark_jobs::run::RunOptions::threads(1),
+            )
+        });
+        // Partition 0 is busy: 30 records, event time 1 s apart, one every 100 ms.
+        for i in 0..30u64 {
+            let t = t0 + i * 1000;
+            producer
+                .send(
+                    topics::INGRESS,
+                    Some(0),
+                    b"k0",
+                    &login(i, t),
+                    Some(t as i64),
+                )
+                .unwrap();
+            producer.finish(std::time::Duration::from_secs(10)).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        // Partition 3 was silent for > idle_timeout; its first record is far behind.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let t = t0 + 5_000;
+        producer
+            .send(
+                topics::INGRESS,
+                Some(3),
+                b"k3",
+                &login(99, t),
+                Some(t as i64),
+            )
+            .unwrap();
+        producer.finish(std::time::Duration::from_secs(10)).unwrap();
+        run.join().expect("run thread").expect("run");
+    });
+    let receipts = read_receipts(&data);
+    assert_eq!(receipts.len(), 31);
+    let straggler = receipts.iter().find(|r| r.coord.partition == 3).unwrap();
+    assert_eq!(
+        straggler.reason.map(|c| c.as_str()),
+        Some("LATE_EVENT"),
+        "{straggler:?}"
+    );
+
+    // Same topic, an idle_timeout longer than the run: partition 3 holds the frontier at its
+    // (empty) watermark, so the same record is on time.
+    let mut patient = k.profile.clone();
+    patient.ig.idle_timeout = std::time::Duration::from_secs(3600);
+    let data2 = tmp.path().join("patient");
+    tidemark_jobs::run::run_with(
+        &patient,
+        &ingress,
+        &data2,
+        &tidemark_jobs::run::RunOptions::threads(1),
+    )
+    .unwrap();
+    let receipts = read_receipts(&data2);
+    let straggler = receipts.iter().find(|r| r.coord.partition == 3).unwrap();
+    assert_eq!(straggler.status.as_str(), "ADMITTED", "{straggler:?}");
+}
