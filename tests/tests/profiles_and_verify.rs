@@ -24,8 +24,19 @@ fn every_profile_parses_and_has_the_same_semantics() {
     }
     seen.sort_by(|a, b| a.0.cmp(&b.0));
     let names: Vec<_> = seen.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["dev", "local", "prod"]);
-    // Profiles differ in wiring only: policy sections (and so policy_rev) are identical.
+    assert_eq!(names, ["dev", "local", "lowlatency", "prod"]);
+    // `lowlatency` is `local` with allowed_lateness 0 and nothing else changed.
+    let local = seen.iter().find(|(n, _)| n == "local").unwrap().1.clone();
+    let low = seen.iter().find(|(n, _)| n == "lowlatency").unwrap().1.clone();
+    assert_eq!(low.ig.allowed_lateness, std::time::Duration::ZERO);
+    let mut patched = low.clone();
+    patched.name = local.name.clone();
+    patched.ig.allowed_lateness = local.ig.allowed_lateness;
+    assert_eq!(patched, local);
+    assert_ne!(low.policy_rev(), local.policy_rev());
+    // Deployment profiles differ in wiring only: policy sections (and so policy_rev) are
+    // identical.
+    seen.retain(|(n, _)| n != "lowlatency");
     let revs: Vec<String> = seen.iter().map(|(_, p)| p.policy_rev()).collect();
     assert!(revs.windows(2).all(|w| w[0] == w[1]), "{revs:?}");
     // The embedded copies match the files.
