@@ -27,7 +27,12 @@ fn every_profile_parses_and_has_the_same_semantics() {
     assert_eq!(names, ["dev", "local", "lowlatency", "prod"]);
     // `lowlatency` is `local` with allowed_lateness 0 and nothing else changed.
     let local = seen.iter().find(|(n, _)| n == "local").unwrap().1.clone();
-    let low = seen.iter().find(|(n, _)| n == "lowlatency").unwrap().1.clone();
+    let low = seen
+        .iter()
+        .find(|(n, _)| n == "lowlatency")
+        .unwrap()
+        .1
+        .clone();
     assert_eq!(low.ig.allowed_lateness, std::time::Duration::ZERO);
     let mut patched = low.clone();
     patched.name = local.name.clone();
