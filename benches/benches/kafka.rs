@@ -37,11 +37,13 @@ fn main() -> anyhow::Result<()> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(200_000);
     let tmp = tempfile::tempdir()?;
-    let broker = LocalBroker::start(
-        0,
-        Storage::Sqlite(tmp.path().join("state")),
-        &tmp.path().join("broker.log"),
-    )?;
+    // TIDEMARK_BENCH_STORAGE=memory runs tansu's memory engine instead (faster, but it lost
+    // acknowledged records in our demo runs: see docs/kafka.md).
+    let storage = match std::env::var("TIDEMARK_BENCH_STORAGE").as_deref() {
+        Ok("memory") => Storage::Memory,
+        _ => Storage::Sqlite(tmp.path().join("state")),
+    };
+    let broker = LocalBroker::start(0, storage, &tmp.path().join("broker.log"))?;
     let pid = broker.pid().unwrap_or(0);
     let profile = load("local")?;
     let conn = profile.kafka_conn(Some(&broker.addr()));
@@ -101,6 +103,10 @@ fn main() -> anyhow::Result<()> {
             (proc_cpu(pid).saturating_sub(b0)).as_secs_f64()
         );
     }
+
+    // The broker's own floor: produce → consume round trip through tansu at a low rate,
+    // measured by a bare consumer from each record's send timestamp.
+    bare_round_trip(&conn, 2_000, 500.0)?;
 
     // Latency at half the sustainable rate, live, allowed_lateness 0.
     let low = load("lowlatency")?;
@@ -163,5 +169,65 @@ fn main() -> anyhow::Result<()> {
         None => println!("latency: no decisions"),
     }
     drop(broker);
+    Ok(())
+}
+
+/// Sends `n` records at `rate`/s to the ingress topic's partition 0 (timestamp = send time)
+/// while a bare consumer reads them; prints round-trip percentiles.
+fn bare_round_trip(conn: &tidemark_sources::KafkaConn, n: u64, rate: f64) -> anyhow::Result<()> {
+    use tidemark_sources::{PartitionedSource, ReadStatus};
+    let src = tidemark_sources::KafkaSource::new(
+        conn.clone(),
+        topics::INGRESS,
+        KafkaStart::Beginning,
+        KafkaEnd::Unbounded,
+    );
+    let start = src.high_watermarks()?.get(&0).copied().unwrap_or(0);
+    let src = tidemark_sources::KafkaSource::new(
+        conn.clone(),
+        topics::INGRESS,
+        KafkaStart::Offsets([(0, start)].into_iter().collect()),
+        KafkaEnd::Offsets([(0, start + n)].into_iter().collect()),
+    );
+    let mut reader = src.open(0)?;
+    let producer = tidemark_sinks::kafka::KafkaProducer::new(&conn.client_config())?;
+    let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000, 3)?;
+    let gap = Duration::from_secs_f64(1.0 / rate);
+    let t0 = Instant::now();
+    let mut sent = 0u64;
+    let mut buf = Vec::new();
+    loop {
+        while sent < n && t0.elapsed() >= gap.mul_f64(sent as f64) {
+            let now = tidemark_jobs::world::sink::wall_ms();
+            producer.send(
+                topics::INGRESS,
+                Some(0),
+                b"probe",
+                b"probe",
+                Some(now as i64),
+            )?;
+            sent += 1;
+        }
+        buf.clear();
+        let st = reader.poll(1024, &mut buf)?;
+        let now = tidemark_jobs::world::sink::wall_ms();
+        for r in &buf {
+            h.saturating_record(now.saturating_sub(r.record_ts).max(1));
+        }
+        if st == ReadStatus::End {
+            break;
+        }
+        if buf.is_empty() {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    producer.finish(Duration::from_secs(30))?;
+    println!(
+        "broker round trip (bare produce -> bare consume, {n} records at {rate:.0}/s): p50 {} ms, p95 {} ms, p99 {} ms, max {} ms",
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.95),
+        h.value_at_quantile(0.99),
+        h.max()
+    );
     Ok(())
 }

@@ -138,7 +138,7 @@ impl KafkaSource {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "error")
             .set("enable.partition.eof", "false")
-            .set("fetch.wait.max.ms", "10")
+            .set("fetch.wait.max.ms", "2")
             .set("fetch.min.bytes", "1");
         c.create()
             .map_err(|e| kafka_err(&self.topic, "cannot create consumer", e))
