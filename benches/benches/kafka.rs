@@ -32,10 +32,7 @@ fn proc_cpu(pid: u32) -> Duration {
 }
 
 fn main() -> anyhow::Result<()> {
-    let events: u64 = std::env::var("TIDEMARK_BENCH_EVENTS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200_000);
+    let events: u64 = tidemark_benches::env_or("TIDEMARK_BENCH_EVENTS", 200_000);
     let tmp = tempfile::tempdir()?;
     // TIDEMARK_BENCH_STORAGE=memory runs tansu's memory engine instead (faster, but it lost
     // acknowledged records in our demo runs: see docs/kafka.md).
@@ -112,14 +109,11 @@ fn main() -> anyhow::Result<()> {
     let low = load("lowlatency")?;
     let lconn = low.kafka_conn(Some(&broker.addr()));
     let offered = (sustainable / 2.0).max(100.0);
-    let secs: f64 = std::env::var("TIDEMARK_BENCH_LATENCY_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20.0);
+    let secs: f64 = tidemark_benches::env_or("TIDEMARK_BENCH_LATENCY_SECS", 20.0);
     let live = WorldConfig {
         events: (offered * secs) as u64,
         seed: 99,
-        start_ms: tidemark_jobs::world::sink::wall_ms(),
+        start_ms: tidemark_jobs::wallclock::now_ms(),
         rate_per_sec: offered,
         jitter_ms: 0,
         follow_up_scale: 0.01,
@@ -198,7 +192,7 @@ fn bare_round_trip(conn: &tidemark_sources::KafkaConn, n: u64, rate: f64) -> any
     let mut buf = Vec::new();
     loop {
         while sent < n && t0.elapsed() >= gap.mul_f64(sent as f64) {
-            let now = tidemark_jobs::world::sink::wall_ms();
+            let now = tidemark_jobs::wallclock::now_ms();
             producer.send(
                 topics::INGRESS,
                 Some(0),
@@ -210,7 +204,7 @@ fn bare_round_trip(conn: &tidemark_sources::KafkaConn, n: u64, rate: f64) -> any
         }
         buf.clear();
         let st = reader.poll(1024, &mut buf)?;
-        let now = tidemark_jobs::world::sink::wall_ms();
+        let now = tidemark_jobs::wallclock::now_ms();
         for r in &buf {
             h.saturating_record(now.saturating_sub(r.record_ts).max(1));
         }

@@ -13,10 +13,7 @@ use tidemark_jobs::world::{generate, FileLogSink, WorldConfig};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    let events: u64 = std::env::var("TIDEMARK_BENCH_EVENTS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000);
+    let events: u64 = tidemark_benches::env_or("TIDEMARK_BENCH_EVENTS", 1_000_000);
     let cfg = WorldConfig {
         events,
         ..Default::default()

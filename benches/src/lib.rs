@@ -32,3 +32,11 @@ pub fn measure<R>(f: impl FnOnce() -> R) -> (Duration, Duration, R) {
     let r = f();
     (w0.elapsed(), cpu_time().saturating_sub(c0), r)
 }
+
+/// A numeric setting from the environment (`TIDEMARK_BENCH_EVENTS=…`), or `default`.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}

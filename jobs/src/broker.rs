@@ -223,47 +223,39 @@ impl Drop for LocalBroker {
     }
 }
 
-/// SIGTERM, wait up to `grace`, then SIGKILL.
-fn terminate(c: &mut Child, grace: Duration) -> Result<()> {
-    // SAFETY: kill(2) on a pid we spawned and have not yet reaped.
-    unsafe {
-        libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
-    }
+/// Sends `signal` to `pid`; true if the process existed.
+fn signal(pid: u32, signal: libc::c_int) -> bool {
+    // SAFETY: kill(2) on a pid we spawned (or read from our own pid file); no memory is touched.
+    unsafe { libc::kill(pid as libc::pid_t, signal) == 0 }
+}
+
+/// SIGTERM, poll `gone` until it says the process exited or `grace` passes, then SIGKILL.
+fn term_then_kill(pid: u32, grace: Duration, mut gone: impl FnMut() -> Result<bool>) -> Result<()> {
+    signal(pid, libc::SIGTERM);
     let t0 = Instant::now();
     while t0.elapsed() < grace {
-        if c.try_wait()?.is_some() {
+        if gone()? {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    c.kill()?;
+    signal(pid, libc::SIGKILL);
+    Ok(())
+}
+
+/// Stops a broker we spawned and reaps it.
+fn terminate(c: &mut Child, grace: Duration) -> Result<()> {
+    term_then_kill(c.id(), grace, || Ok(c.try_wait()?.is_some()))?;
     c.wait()?;
     Ok(())
 }
 
-/// Stops the detached broker whose pid is in `pidfile`.
+/// Stops the detached broker with process id `pid` (from `broker start`'s pid file).
 pub fn stop_pid(pid: u32, grace: Duration) -> Result<()> {
-    let pid = pid as libc::pid_t;
-    // SAFETY: kill(2) with signal 0 / SIGTERM / SIGKILL on a pid read from our own pid file.
-    unsafe {
-        if libc::kill(pid, 0) != 0 {
-            bail!("no broker process {pid} is running");
-        }
-        libc::kill(pid, libc::SIGTERM);
+    if !signal(pid, 0) {
+        bail!("no broker process {pid} is running");
     }
-    let t0 = Instant::now();
-    while t0.elapsed() < grace {
-        // SAFETY: as above.
-        if unsafe { libc::kill(pid, 0) } != 0 {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // SAFETY: as above.
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-    }
-    Ok(())
+    term_then_kill(pid, grace, || Ok(!signal(pid, 0)))
 }
 
 /// Leaks the child handle of a broker that must outlive this process (`tidemark broker

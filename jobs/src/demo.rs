@@ -12,10 +12,10 @@ use tidemark_sinks::WriteOnceStore;
 use tidemark_sources::{KafkaEnd, KafkaStart};
 
 use crate::broker::{ensure_topics, topic_layout, topics, LocalBroker, Storage};
-use crate::config;
+use crate::config::{self, Profile};
 use crate::kafka::{produce_world, read_topic, world_counts};
 use crate::publish::DecisionMessage;
-use crate::replay::{replay, ReplayOutcome};
+use crate::replay::{read_audit, replay, ReplayOutcome};
 use crate::run::{run, run_with, Ingress, RunOptions, RunOutcome};
 use crate::verify::verify;
 use crate::world::{generate, FileLogSink, WorldConfig};
@@ -117,15 +117,13 @@ pub fn summary(data: &Path, truth_csv: &Path) -> Result<()> {
         .filter_map(|l| l.split(',').next().map(str::to_owned))
         .collect();
     let mut matrix: BTreeMap<(&str, String), u64> = BTreeMap::new();
-    for p in store.list("dla/audit")? {
-        for r in tidemark_sinks::audit::decode_audit(store.get(&p)?, &p)? {
-            let label = if truth.contains(&r.event_id) {
-                "fraud"
-            } else {
-                "legit"
-            };
-            *matrix.entry((label, r.decision)).or_default() += 1;
-        }
+    for r in read_audit(&store)?.into_values().flatten() {
+        let label = if truth.contains(&r.event_id) {
+            "fraud"
+        } else {
+            "legit"
+        };
+        *matrix.entry((label, r.decision)).or_default() += 1;
     }
     println!("confusion matrix (truth x decision):");
     for label in ["fraud", "legit"] {
@@ -181,9 +179,21 @@ pub fn file_demo(events: u64, workers: usize, root: &Path, profile: &str) -> Res
     let p = config::load(profile)?;
     let out = run(&p, &Ingress::File(world.clone()), &data, workers)?;
     print_run(&out);
-    verify_cmd(&data)?;
-    summary(&data, &world.join("truth.csv"))?;
-    let r = replay(&p, &data, &root.join("replay"), 0, None, workers)?;
+    check_and_replay(&p, &data, &world.join("truth.csv"), root, workers)
+}
+
+/// The demos' common tail: verify the archive, print the summary, replay into `root/replay`
+/// and fail unless it MATCHes.
+fn check_and_replay(
+    profile: &Profile,
+    data: &Path,
+    truth_csv: &Path,
+    root: &Path,
+    workers: usize,
+) -> Result<()> {
+    verify_cmd(data)?;
+    summary(data, truth_csv)?;
+    let r = replay(profile, data, &root.join("replay"), 0, None, workers)?;
     print_replay(&r);
     if r.divergence.is_some() {
         bail!("replay diverged from the online run");
@@ -220,7 +230,7 @@ pub fn kafka_demo(
     let cfg = WorldConfig {
         events,
         partitions: profile.wiring.ingress_partitions,
-        start_ms: crate::world::sink::wall_ms(),
+        start_ms: crate::wallclock::now_ms(),
         rate_per_sec: rate,
         jitter_ms: 0,
         follow_up_scale: 0.01,
@@ -269,13 +279,7 @@ pub fn kafka_demo(
         .join()
         .map_err(|_| anyhow::anyhow!("the producer thread panicked"))??;
     print_run(&out);
-    verify_cmd(&data)?;
-    summary(&data, &truth_csv)?;
-    let r = replay(&profile, &data, &root.join("replay"), 0, None, workers)?;
-    print_replay(&r);
-    if r.divergence.is_some() {
-        bail!("replay diverged from the online run");
-    }
+    check_and_replay(&profile, &data, &truth_csv, root, workers)?;
     let topic = decisions_from_topic(&conn)?;
     let replayed = audit_rows(&root.join("replay"))?;
     if topic != replayed {
@@ -319,10 +323,7 @@ pub fn decisions_from_topic(
 pub fn audit_rows(root: &Path) -> Result<Vec<tidemark_operators::decision::AuditRecord>> {
     let rt = tokio::runtime::Runtime::new()?;
     let store = WriteOnceStore::local(root, rt.handle().clone())?;
-    let mut out = Vec::new();
-    for p in store.list("dla/audit")? {
-        out.extend(tidemark_sinks::audit::decode_audit(store.get(&p)?, &p)?);
-    }
+    let mut out: Vec<_> = read_audit(&store)?.into_values().flatten().collect();
     out.sort();
     Ok(out)
 }

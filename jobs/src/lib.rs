@@ -8,6 +8,7 @@
 //! - [`demo`]: multi-stage commands (world to file, verify, summary, the demos).
 //! - [`kafka`]: producing worlds into the ingress topic, reading topics back.
 //! - [`publish`]: what the online run appends to the output topics.
+//! - [`wallclock`]: the only wall-clock reads (pacing, latency, run records).
 //! - [`verify`]: archive completeness checks.
 
 pub mod broker;
@@ -18,4 +19,5 @@ pub mod publish;
 pub mod replay;
 pub mod run;
 pub mod verify;
+pub mod wallclock;
 pub mod world;

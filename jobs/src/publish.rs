@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tidemark_dataflows::envelope::is_control;
 use tidemark_operators::decision::{AuditRecord, SnapshotRecord};
 use tidemark_operators::ingest::Admitted;
-use tidemark_sinks::kafka::KafkaRecord;
+use tidemark_sinks::kafka::Emit;
 use tidemark_sinks::FileEntry;
 
 use crate::broker::topics;
@@ -54,19 +54,34 @@ pub enum PointerEvent {
     Snapshot(SnapshotRecord),
 }
 
+/// The wire form of a message of a tagged type without cloning its body: `{"type": kind,
+/// ...body's fields}`, the same JSON as the [`DecisionMessage`] / [`PointerEvent`] variants.
+#[derive(Serialize)]
+struct Tagged<'a, T> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
+fn tagged<T: Serialize>(kind: &'static str, body: &T) -> Option<Vec<u8>> {
+    serde_json::to_vec(&Tagged { kind, body }).ok()
+}
+
 /// An admitted envelope → traffic or control topic, keyed by `partition_key`, timestamped
 /// with its logical time.
-pub fn admitted_record(a: &Admitted, out: &mut Vec<KafkaRecord>) {
-    out.push(KafkaRecord {
-        topic: if is_control(&a.event_type) {
-            topics::CONTROL
-        } else {
-            topics::TRAFFIC
-        },
-        key: a.partition_key.as_bytes().to_vec(),
-        payload: a.envelope.as_bytes().to_vec(),
-        timestamp: Some(a.logical_time as i64),
-    });
+pub fn admitted_record(a: &Admitted, emit: &mut Emit<'_>) {
+    let topic = if is_control(&a.event_type) {
+        topics::CONTROL
+    } else {
+        topics::TRAFFIC
+    };
+    emit.send(
+        topic,
+        a.partition_key.as_bytes(),
+        a.envelope.as_bytes(),
+        Some(a.logical_time as i64),
+    );
 }
 
 #[derive(Deserialize)]
@@ -75,59 +90,42 @@ struct IntentJson {
     idempotency_key: String,
 }
 
-/// A decision → one decision message and one message per action intent, keyed by event id
-/// (intents by idempotency key).
-pub fn decision_records(r: &AuditRecord, out: &mut Vec<KafkaRecord>) {
+/// A decision → one message per action intent (keyed by idempotency key) and one decision
+/// message (keyed by event id).
+pub fn decision_records(r: &AuditRecord, emit: &mut Emit<'_>) {
     let ts = Some(r.logical_time as i64);
     let intents: Vec<IntentJson> = serde_json::from_str(&r.action_intents).unwrap_or_default();
     for i in intents {
+        let key = i.idempotency_key.clone();
         let msg = DecisionMessage::Intent {
             decision_id: r.decision_id.clone(),
             event_id: r.event_id.clone(),
             action: i.action,
-            idempotency_key: i.idempotency_key.clone(),
+            idempotency_key: i.idempotency_key,
             logical_time: r.logical_time,
         };
         if let Ok(payload) = serde_json::to_vec(&msg) {
-            out.push(KafkaRecord {
-                topic: topics::DECISIONS,
-                key: i.idempotency_key.into_bytes(),
-                payload,
-                timestamp: ts,
-            });
+            emit.send(topics::DECISIONS, key.as_bytes(), &payload, ts);
         }
     }
-    if let Ok(payload) = serde_json::to_vec(&DecisionMessage::Decision(Box::new(r.clone()))) {
-        out.push(KafkaRecord {
-            topic: topics::DECISIONS,
-            key: r.event_id.as_bytes().to_vec(),
-            payload,
-            timestamp: ts,
-        });
+    if let Some(payload) = tagged("decision.v1", r) {
+        emit.send(topics::DECISIONS, r.event_id.as_bytes(), &payload, ts);
     }
 }
 
 /// A written file → pointer event keyed by its path.
-pub fn file_pointer(f: &FileEntry, out: &mut Vec<KafkaRecord>) {
-    if let Ok(payload) = serde_json::to_vec(&PointerEvent::File(f.clone())) {
-        out.push(KafkaRecord {
-            topic: topics::AUDIT,
-            key: f.path.as_bytes().to_vec(),
-            payload,
-            timestamp: f.max_logical_time.map(|t| t as i64),
-        });
+pub fn file_pointer(f: &FileEntry, emit: &mut Emit<'_>) {
+    if let Some(payload) = tagged("file.written.v1", f) {
+        let ts = f.max_logical_time.map(|t| t as i64);
+        emit.send(topics::AUDIT, f.path.as_bytes(), &payload, ts);
     }
 }
 
 /// A snapshot → pointer event keyed by its boundary.
-pub fn snapshot_pointer(s: &SnapshotRecord, out: &mut Vec<KafkaRecord>) {
-    if let Ok(payload) = serde_json::to_vec(&PointerEvent::Snapshot(s.clone())) {
-        out.push(KafkaRecord {
-            topic: topics::AUDIT,
-            key: format!("snapshot/{}", s.time).into_bytes(),
-            payload,
-            timestamp: Some(s.time as i64),
-        });
+pub fn snapshot_pointer(s: &SnapshotRecord, emit: &mut Emit<'_>) {
+    if let Some(payload) = tagged("ofp.snapshot.v1", s) {
+        let key = format!("snapshot/{}", s.time);
+        emit.send(topics::AUDIT, key.as_bytes(), &payload, Some(s.time as i64));
     }
 }
 
@@ -148,7 +146,7 @@ impl Default for Latency {
 impl Latency {
     /// Records one decision of an event with ingress record timestamp `record_ts`.
     pub fn record(&self, record_ts: u64) {
-        let now = crate::world::sink::wall_ms();
+        let now = crate::wallclock::now_ms();
         if let Ok(mut h) = self.0.lock() {
             h.saturating_record(now.saturating_sub(record_ts).max(1));
         }

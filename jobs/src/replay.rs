@@ -161,7 +161,8 @@ pub fn replay(
     })
 }
 
-fn read_audit(store: &WriteOnceStore) -> Result<BTreeMap<String, Vec<AuditRecord>>> {
+/// Every audit file under `dla/audit`, decoded: path → rows.
+pub fn read_audit(store: &WriteOnceStore) -> Result<BTreeMap<String, Vec<AuditRecord>>> {
     let mut out = BTreeMap::new();
     for p in store.list("dla/audit")? {
         let bytes = store.get(&p)?;

@@ -333,10 +333,11 @@ pub fn run_with(
     let dedup_ms = millis(policy.dedup_window);
     let result: Arc<Mutex<Option<Manifest>>> = Arc::default();
     let dcfg = Arc::new(decision_config(profile, 0, None)?);
+    let dcfg_rev = dcfg.policy_rev.clone();
     let audit_ms = millis(profile.dla.audit_interval);
     let stats = OutputStats::default();
     let latency = Latency::default();
-    let started = chrono_now();
+    let started = crate::wallclock::now_rfc3339();
     let t0 = Instant::now();
     let decisions = opts.decisions;
     {
@@ -422,7 +423,6 @@ pub fn run_with(
     if opts.cluster.process != 0 {
         return Ok(None);
     }
-    let dcfg_rev = decision_config(profile, 0, None)?.policy_rev;
     let manifest = result
         .lock()
         .map_err(|_| anyhow!("result lock poisoned"))?
@@ -451,7 +451,7 @@ pub fn run_with(
             max,
         }),
         started_at: started.clone(),
-        finished_at: chrono_now(),
+        finished_at: crate::wallclock::now_rfc3339(),
         wall_ms: wall.as_millis(),
     };
     // Run records are about the processing run (wall clock, pid): they live under runs/ only.
@@ -473,12 +473,4 @@ pub fn run_with(
         latency,
         published,
     }))
-}
-
-fn chrono_now() -> String {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    tidemark_operators::time::fmt_rfc3339_millis(ms)
 }

@@ -25,6 +25,13 @@ fn expect_err(cmd: &mut Command, needle: &str) {
     assert!(t.contains(needle), "expected {needle:?} in: {t}");
 }
 
+fn expect_ok(cmd: &mut Command, needle: &str) {
+    let out = cmd.output().expect("spawn tidemark");
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains(needle), "expected {needle:?} in: {t}");
+}
+
 fn broker(dir: &Path) -> LocalBroker {
     LocalBroker::start(
         0,
@@ -86,26 +93,15 @@ fn unreachable_broker_and_missing_topic_are_clear_errors() {
         "topic fp.bus.ingress.v1 does not exist",
     );
     // `broker topics` creates them; then a run over the empty topic succeeds with no records.
-    let out = tidemark()
-        .args(["broker", "topics", "--brokers", &b.addr()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        text(&out).contains("fp.bus.decisions.v1: 4 partitions"),
-        "{}",
-        text(&out)
+    expect_ok(
+        tidemark().args(["broker", "topics", "--brokers", &b.addr()]),
+        "fp.bus.decisions.v1: 4 partitions",
     );
-    let out = tidemark()
-        .args(["run", "--until", "latest", "--brokers", &b.addr(), "--data"])
-        .arg(tmp.path().join("d3"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        text(&out).contains("run: 0 ingress records"),
-        "{}",
-        text(&out)
+    expect_ok(
+        tidemark()
+            .args(["run", "--until", "latest", "--brokers", &b.addr(), "--data"])
+            .arg(tmp.path().join("d3")),
+        "run: 0 ingress records",
     );
 }
 

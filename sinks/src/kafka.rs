@@ -182,7 +182,9 @@ impl KafkaProducer {
         timestamp: Option<i64>,
     ) -> Result<(), SinkError> {
         self.resend_rejected()?;
-        self.send_attempt(topic, partition, key, payload, timestamp, 0)
+        self.send_attempt(topic, partition, key, payload, timestamp, 0)?;
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Sends the records queued by rejected deliveries; returns how many.
@@ -210,7 +212,6 @@ impl KafkaProducer {
                 r.timestamp,
                 r.attempt,
             )?;
-            self.sent.fetch_sub(1, Ordering::Relaxed);
         }
         Ok(batch.len())
     }
@@ -237,10 +238,7 @@ impl KafkaProducer {
         let producer = self.producer()?;
         loop {
             match producer.send(rec) {
-                Ok(()) => {
-                    self.sent.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
-                }
+                Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
                     if started.elapsed() < Duration::from_secs(300) =>
                 {
@@ -293,22 +291,28 @@ impl KafkaProducer {
     }
 }
 
-/// One Kafka record: key, payload, record timestamp (epoch ms).
-pub struct KafkaRecord {
-    /// Topic.
-    pub topic: &'static str,
-    /// Key bytes.
-    pub key: Vec<u8>,
-    /// Payload bytes.
-    pub payload: Vec<u8>,
-    /// Record timestamp.
-    pub timestamp: Option<i64>,
+/// What an encoder of [`ProduceTo`] sends records through: the process's producer, with
+/// errors recorded in the run's [`Failures`]. Key and payload are borrowed; librdkafka copies
+/// them into its queue.
+pub struct Emit<'a> {
+    producer: &'a KafkaProducer,
+    failures: &'a Failures,
+}
+
+impl Emit<'_> {
+    /// Sends one record to `topic`, partitioned by the key's hash, with record timestamp
+    /// `timestamp` (epoch ms).
+    pub fn send(&mut self, topic: &str, key: &[u8], payload: &[u8], timestamp: Option<i64>) {
+        if let Err(e) = self.producer.send(topic, None, key, payload, timestamp) {
+            self.failures.push(e.to_string());
+        }
+    }
 }
 
 /// Appends a stream's records to Kafka.
 pub trait ProduceTo<'scope, D> {
-    /// Sends `encode(record)` for each record of the stream (zero or more Kafka records each).
-    /// Errors are recorded in `failures`.
+    /// Calls `encode(record, emit)` for each record of the stream; the encoder sends zero or
+    /// more Kafka records through `emit`. Errors are recorded in `failures`.
     fn produce_to<F>(
         self,
         producer: Arc<KafkaProducer>,
@@ -316,7 +320,7 @@ pub trait ProduceTo<'scope, D> {
         encode: F,
     ) -> StreamVec<'scope, LogicalTime, D>
     where
-        F: FnMut(&D, &mut Vec<KafkaRecord>) + 'static;
+        F: FnMut(&D, &mut Emit<'_>) + 'static;
 }
 
 impl<'scope, D: Clone + 'static> ProduceTo<'scope, D> for StreamVec<'scope, LogicalTime, D> {
@@ -327,16 +331,14 @@ impl<'scope, D: Clone + 'static> ProduceTo<'scope, D> for StreamVec<'scope, Logi
         mut encode: F,
     ) -> StreamVec<'scope, LogicalTime, D>
     where
-        F: FnMut(&D, &mut Vec<KafkaRecord>) + 'static,
+        F: FnMut(&D, &mut Emit<'_>) + 'static,
     {
-        let mut buf = Vec::new();
         self.inspect(move |d| {
-            encode(d, &mut buf);
-            for r in buf.drain(..) {
-                if let Err(e) = producer.send(r.topic, None, &r.key, &r.payload, r.timestamp) {
-                    failures.push(e.to_string());
-                }
-            }
+            let mut emit = Emit {
+                producer: &producer,
+                failures: &failures,
+            };
+            encode(d, &mut emit);
         })
     }
 }

@@ -123,7 +123,11 @@ impl KafkaWorldSink {
     fn send(&mut self, partition: u32, key: &[u8], ts: u64, value: &[u8]) -> std::io::Result<()> {
         // Live: the record timestamp is when the record is really sent (never before the
         // event's own time), as a producer's clock would stamp it; latency is measured from it.
-        let ts = if self.paced { ts.max(wall_ms()) } else { ts };
+        let ts = if self.paced {
+            ts.max(crate::wallclock::now_ms())
+        } else {
+            ts
+        };
         self.producer
             .send(
                 &self.topic,
@@ -147,17 +151,9 @@ impl KafkaWorldSink {
     }
 }
 
-/// Wall clock in epoch ms (pacing only: it decides when a record is sent, never its content).
-pub fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 fn sleep_until(ms: u64) {
     loop {
-        let now = wall_ms();
+        let now = crate::wallclock::now_ms();
         if now >= ms {
             return;
         }
@@ -184,19 +180,19 @@ impl RecordSink for KafkaWorldSink {
             key.to_vec(),
             value.to_vec(),
         )));
-        self.send_due(wall_ms())
+        self.send_due(crate::wallclock::now_ms())
     }
     fn at(&mut self, sim_ms: u64) -> std::io::Result<()> {
         if self.paced {
             sleep_until(sim_ms);
-            self.send_due(wall_ms())?;
+            self.send_due(crate::wallclock::now_ms())?;
         }
         Ok(())
     }
     fn finish(&mut self) -> std::io::Result<()> {
         while let Some(std::cmp::Reverse((ts, ..))) = self.pending.peek() {
             sleep_until(*ts);
-            self.send_due(wall_ms())?;
+            self.send_due(crate::wallclock::now_ms())?;
         }
         self.producer
             .finish(std::time::Duration::from_secs(300))
