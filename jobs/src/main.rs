@@ -139,10 +139,10 @@ enum Cmd {
     /// Local broker → live world → online run over Kafka → verify → replay, with a summary.
     Demo {
         /// Number of ingress records.
-        #[arg(long, default_value_t = 40_000)]
+        #[arg(long, default_value_t = 30_000)]
         events: u64,
         /// Offered load of the live world (records/s).
-        #[arg(long, default_value_t = 2000.0)]
+        #[arg(long, default_value_t = 1000.0)]
         rate: f64,
         /// Use a file log instead of the broker (no latency figures).
         #[arg(long)]
