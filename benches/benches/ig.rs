@@ -55,7 +55,7 @@ fn main() -> anyhow::Result<()> {
             )
         });
         let out = out?;
-        let n = out.manifest.totals.total();
+        let n = out.manifest()?.totals.total();
         let per_cpu = n as f64 / cpu.as_secs_f64();
         rates.push(per_cpu);
         println!(

@@ -88,7 +88,7 @@ fn main() -> anyhow::Result<()> {
         let b0 = proc_cpu(pid);
         let (wall, cpu, out) = measure(|| run_with(&profile, &ingress, &data, &opts));
         let out = out?.ok_or_else(|| anyhow::anyhow!("no outcome"))?;
-        let n = out.manifest.totals.total() as f64;
+        let n = out.manifest()?.totals.total() as f64;
         let rate = n / wall.as_secs_f64();
         if publish {
             sustainable = rate;
@@ -137,6 +137,8 @@ fn main() -> anyhow::Result<()> {
     let t0 = Instant::now();
     let opts = RunOptions {
         publish: Some(lconn.clone()),
+        // The live tail only: cold state is what this latency probe wants.
+        cold_start: true,
         ..RunOptions::threads(2)
     };
     let data = tmp.path().join("live");
@@ -155,7 +157,7 @@ fn main() -> anyhow::Result<()> {
     producer
         .join()
         .map_err(|_| anyhow::anyhow!("producer panicked"))??;
-    let got = out.manifest.totals.total() as f64 / t0.elapsed().as_secs_f64();
+    let got = out.manifest()?.totals.total() as f64 / t0.elapsed().as_secs_f64();
     match out.latency {
         Some((n, p50, p95, p99, max)) => println!(
             "latency at {offered:.0} records/s offered ({got:.0}/s consumed), lowlatency profile, -w2, publishing: {n} decisions, p50 {p50} ms, p95 {p95} ms, p99 {p99} ms, max {max} ms"

@@ -26,12 +26,12 @@ fn main() -> anyhow::Result<()> {
     let data = tmp.path().join("data");
     let (wall, cpu, out) = measure(|| run(&profile, &Ingress::File(ingress.clone()), &data, 2));
     let out = out?;
-    let n = out.manifest.totals.admitted;
+    let n = out.manifest()?.totals.admitted;
     println!(
         "online run (IG + IEG/OFP/DF/DLA) -w 2: {} ingress records, {:.0} records/CPU-s, {:.0} records/s wall",
-        out.manifest.totals.total(),
-        out.manifest.totals.total() as f64 / cpu.as_secs_f64(),
-        out.manifest.totals.total() as f64 / wall.as_secs_f64()
+        out.manifest()?.totals.total(),
+        out.manifest()?.totals.total() as f64 / cpu.as_secs_f64(),
+        out.manifest()?.totals.total() as f64 / wall.as_secs_f64()
     );
     let mut rates = Vec::new();
     for (label, graph, workers) in [

@@ -33,6 +33,11 @@ pub struct Wiring {
     pub topic_partitions: u32,
     /// Records read per partition per source activation. Default 4096.
     pub source_batch: usize,
+    /// The online run writes a commit point (`ckpt/commits/`) each time its frontier passes
+    /// a multiple of this; a restart resumes from the latest one. Must be a multiple of
+    /// `archive.interval` and `dla.audit_interval`. Default `1h`.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
 }
 
 impl Default for Wiring {
@@ -44,6 +49,7 @@ impl Default for Wiring {
             brokers: "127.0.0.1:9092".into(),
             topic_partitions: 4,
             source_batch: 4096,
+            commit_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -122,6 +128,10 @@ pub struct Profile {
     /// Directory the profile was loaded from (bundles are looked up in `bundles/` beside it).
     #[serde(skip)]
     pub source_dir: Option<PathBuf>,
+    /// What `--profile` resolved to: an absolute file path or an embedded profile's name
+    /// (recorded in run records so `replay` can use the same profile).
+    #[serde(skip)]
+    pub source: Option<String>,
 }
 
 impl Default for Profile {
@@ -137,6 +147,7 @@ impl Default for Profile {
             df: DfPolicy::default(),
             dla: DlaPolicy::default(),
             source_dir: None,
+            source: None,
         }
     }
 }
@@ -213,8 +224,17 @@ pub fn load(profile: &str) -> Result<Profile> {
             .collect();
         anyhow::anyhow!("invalid profile {profile}: {}", msgs.join("; "))
     })?;
-    if let ProfileSource::File(p) = &source {
-        loaded.source_dir = p.parent().map(Path::to_path_buf);
+    match &source {
+        ProfileSource::File(p) => {
+            loaded.source_dir = p.parent().map(Path::to_path_buf);
+            loaded.source = Some(
+                std::fs::canonicalize(p)
+                    .unwrap_or_else(|_| p.clone())
+                    .display()
+                    .to_string(),
+            );
+        }
+        ProfileSource::Embedded(_) => loaded.source = Some(profile.to_owned()),
     }
     validate(&loaded).with_context(|| format!("invalid profile {profile}"))?;
     let bundle = loaded
@@ -246,6 +266,19 @@ fn validate(p: &Profile) -> Result<()> {
     }
     if p.dla.buckets == 0 {
         bail!("dla.buckets must be at least 1");
+    }
+    let commit = p.wiring.commit_interval.as_millis();
+    let (archive, audit) = (
+        p.archive.interval.as_millis(),
+        p.dla.audit_interval.as_millis(),
+    );
+    if commit == 0 || commit % archive != 0 || commit % audit != 0 {
+        bail!(
+            "wiring.commit_interval ({}) must be a positive multiple of archive.interval ({}) and dla.audit_interval ({}): a commit point closes whole file intervals",
+            humantime::format_duration(p.wiring.commit_interval),
+            humantime::format_duration(p.archive.interval),
+            humantime::format_duration(p.dla.audit_interval)
+        );
     }
     validate_features(&p.features).map_err(|e| anyhow::anyhow!("features: {e}"))?;
     Ok(())

@@ -143,7 +143,25 @@ pub fn summary(data: &Path, truth_csv: &Path) -> Result<()> {
 
 /// Prints a run outcome.
 pub fn print_run(out: &RunOutcome) {
-    let m = &out.manifest;
+    if let Some(from) = out.resumed_from {
+        println!("run: resumed from commit {from}");
+    }
+    let Some(m) = &out.manifest else {
+        println!(
+            "run: stopped after {:.2}s; last commit {}; decisions this run {:?}; run record {}",
+            out.wall_secs,
+            out.last_commit.map_or("none".to_owned(), |c| c.to_string()),
+            out.decisions,
+            out.run_record
+        );
+        if out.published > 0 || out.skipped > 0 {
+            println!(
+                "published: {} records ({} already on their topics, not sent again)",
+                out.published, out.skipped
+            );
+        }
+        return;
+    };
     let ingress = m.totals.total();
     println!(
         "run: {} ingress records in {:.2}s ({:.0} records/s) — admitted {}, quarantined {}, duplicate {}",
@@ -162,8 +180,11 @@ pub fn print_run(out: &RunOutcome) {
             "latency (ingress record timestamp → decision published), {n} decisions: p50 {p50} ms, p95 {p95} ms, p99 {p99} ms, max {max} ms"
         );
     }
-    if out.published > 0 {
-        println!("published: {} records to the output topics", out.published);
+    if out.published > 0 || out.skipped > 0 {
+        println!(
+            "published: {} records to the output topics ({} already there, not sent again)",
+            out.published, out.skipped
+        );
     }
 }
 

@@ -3,7 +3,9 @@
 //! - [`config`]: profiles loaded in layers (defaults → profile TOML → `TIDEMARK__…` env vars),
 //!   policy revisions and digests.
 //! - [`world`]: the deterministic world generator.
-//! - [`run`]: the online run (IG over a partitioned ingress log into the archive).
+//! - [`run`]: the online run: options, root checks, the supervised worker loop, run records.
+//! - [`dataflow`]: the online dataflow of one worker (source → stages → writers → commits).
+//! - [`resume`]: the data-root lease, the latest commit and what a resumed run starts from.
 //! - [`broker`]: the local tansu broker and topic creation on any Kafka cluster.
 //! - [`demo`]: multi-stage commands (world to file, verify, summary, the demos).
 //! - [`kafka`]: producing worlds into the ingress topic, reading topics back.
@@ -13,10 +15,12 @@
 
 pub mod broker;
 pub mod config;
+pub mod dataflow;
 pub mod demo;
 pub mod kafka;
 pub mod publish;
 pub mod replay;
+pub mod resume;
 pub mod run;
 pub mod verify;
 pub mod wallclock;

@@ -98,14 +98,18 @@ enum Cmd {
         /// Do not publish to the output topics (traffic, control, decisions, audit).
         #[arg(long)]
         no_publish: bool,
+        /// With `--from` on a root without commits: decide from cold state (no window, graph
+        /// or dedup history before those offsets). Refused without this flag.
+        #[arg(long)]
+        cold_start: bool,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
     /// Rerun IEG..DLA over the archive of DATA into OUT and compare with the recorded run.
     Replay {
-        /// Profile name or path.
-        #[arg(long, default_value = "local")]
-        profile: String,
+        /// Profile name or path (default: the profile recorded in DATA's run records).
+        #[arg(long)]
+        profile: Option<String>,
         /// Data root of the recorded run.
         #[arg(long)]
         data: PathBuf,
@@ -258,6 +262,12 @@ enum BrokerCmd {
 }
 
 fn main() {
+    // A closed stdout (`tidemark … | head`) ends the program quietly, as for any Unix tool,
+    // instead of a panic on the next print.
+    // SAFETY: resetting a signal disposition to its default before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
@@ -334,6 +344,7 @@ fn real_main() -> Result<()> {
             from,
             until,
             no_publish,
+            cold_start,
             cluster,
         } => {
             let p = config::load(&profile)?;
@@ -359,10 +370,19 @@ fn real_main() -> Result<()> {
             } else {
                 (Ingress::parse(&ingress)?, None)
             };
+            // SIGTERM / SIGINT: stop reading, make outputs durable, commit, exit 0.
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                signal_hook::flag::register(sig, stop.clone())
+                    .context("cannot install the signal handler")?;
+            }
             let opts = RunOptions {
                 cluster,
                 decisions: true,
                 publish,
+                stop,
+                cold_start,
+                ..RunOptions::threads(1)
             };
             match run_with(&p, &ingress, &data, &opts)? {
                 Some(out) => print_run(&out),
@@ -379,6 +399,10 @@ fn real_main() -> Result<()> {
             to,
             workers,
         } => {
+            let profile = match profile {
+                Some(p) => p,
+                None => tidemark_jobs::replay::recorded_profile(&data)?,
+            };
             let p = config::load(&profile)?;
             let from = from.as_deref().map(parse_time).transpose()?.unwrap_or(0);
             let to = to.as_deref().map(parse_time).transpose()?;

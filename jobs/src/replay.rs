@@ -45,6 +45,27 @@ pub struct ReplayOutcome {
     pub wall_secs: f64,
 }
 
+/// The profile the latest run of `data` used (`profile_source`, else `profile`, of the newest
+/// run record under `runs/`): `replay` uses it unless told otherwise.
+pub fn recorded_profile(data: &Path) -> Result<String> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let store = WriteOnceStore::local(data, rt.handle().clone())?;
+    let runs = store.list("runs")?;
+    let Some(last) = runs.last() else {
+        bail!(
+            "no run record under {}/runs: pass --profile",
+            data.display()
+        );
+    };
+    let v: serde_json::Value = serde_json::from_slice(&store.get(last)?)
+        .with_context(|| format!("unreadable run record {last}"))?;
+    v.get("profile_source")
+        .and_then(|s| s.as_str())
+        .or_else(|| v.get("profile").and_then(|s| s.as_str()))
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("run record {last} names no profile: pass --profile"))
+}
+
 /// Reads every manifest under a data root.
 pub fn manifests(store: &WriteOnceStore) -> Result<Vec<Manifest>> {
     let mut out = Vec::new();

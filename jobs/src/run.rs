@@ -1,33 +1,30 @@
-//! The online run: ingress log → IG (stamp, dedup) → archive, receipts, quarantine, manifest,
-//! and a run record under `runs/`.
+//! The online run: ingress log → IG (stamp, dedup) → IEG → OFP → DF → DLA, writing the
+//! archive, receipts, quarantine, audit and snapshots, publishing to Kafka, committing as the
+//! frontier passes each commit boundary, and resuming from the latest commit on restart
+//! (SPEC §12, docs/operations.md). A run record goes under `runs/`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
-use timely::dataflow::operators::vec::{Filter, Map, Partition};
-use timely::dataflow::operators::{Concat, Inspect};
 
-use tidemark_dataflows::ig::{gate, IgStamper};
-use tidemark_dataflows::pipeline::{decide, DecisionConfig};
+use tidemark_dataflows::pipeline::DecisionConfig;
 use tidemark_operators::decision::AuditRecord;
-use tidemark_operators::hashing::bucket_of;
 use tidemark_operators::time::millis;
-use tidemark_operators::{CloseIntervals, Failures, PartitionBasis};
-use tidemark_sinks::audit::{write_audit, write_snapshots};
-use tidemark_sinks::kafka::{KafkaProducer, ProduceTo};
-use tidemark_sinks::writers::{write_archive, write_manifest, write_receipts, ManifestMeta};
+use tidemark_operators::{Failures, PartitionBasis};
+use tidemark_sinks::commit::CommitEvent;
+use tidemark_sinks::kafka::KafkaProducer;
+use tidemark_sinks::layout::COMMIT_PREFIX;
 use tidemark_sinks::{Manifest, WriteOnceStore};
-use tidemark_sources::{
-    ingress_source, FileLog, KafkaConn, KafkaEnd, KafkaSource, KafkaStart, PartitionedSource,
-    SourceEvent, SourceOptions,
-};
+use tidemark_sources::{FileLog, KafkaConn, KafkaEnd, KafkaSource, KafkaStart, PartitionedSource};
 
 use crate::config::Profile;
-use crate::publish::{admitted_record, decision_records, file_pointer, snapshot_pointer, Latency};
+use crate::publish::Latency;
+use crate::resume::{Lease, Resume, RootState};
 
 /// Where ingress comes from.
 #[derive(Clone, Debug)]
@@ -54,6 +51,27 @@ impl Ingress {
             Some(("file", dir)) if !dir.is_empty() => Ok(Ingress::File(PathBuf::from(dir))),
             _ => bail!("unsupported ingress {s:?}: expected file:DIR or kafka"),
         }
+    }
+
+    /// Whether the ingress ends (file logs and bounded Kafka runs do; `--until none` does not).
+    pub fn bounded(&self) -> bool {
+        !matches!(
+            self,
+            Ingress::Kafka {
+                end: KafkaEnd::Unbounded,
+                ..
+            }
+        )
+    }
+
+    fn explicit_start(&self) -> bool {
+        matches!(
+            self,
+            Ingress::Kafka {
+                start: KafkaStart::Offsets(_),
+                ..
+            }
+        )
     }
 
     fn describe(&self) -> String {
@@ -121,7 +139,7 @@ impl Cluster {
         self.threads.max(1) * self.addresses.len().max(1)
     }
 
-    fn config(&self) -> timely::Config {
+    pub(crate) fn config(&self) -> timely::Config {
         let communication = if self.addresses.len() > 1 {
             timely::CommunicationConfig::Cluster {
                 threads: self.threads.max(1),
@@ -149,6 +167,13 @@ pub struct RunOptions {
     pub decisions: bool,
     /// Publish admitted envelopes, decisions and pointer events to this Kafka cluster.
     pub publish: Option<KafkaConn>,
+    /// Set (by SIGTERM/SIGINT) to stop gracefully: stop reading, commit, exit.
+    pub stop: Arc<AtomicBool>,
+    /// Allow an explicit `--from` on a root without commits, deciding from cold state
+    /// (benchmarks measuring a live tail); refused otherwise.
+    pub cold_start: bool,
+    /// How long a graceful stop waits for the last commit.
+    pub stop_grace: Duration,
 }
 
 impl RunOptions {
@@ -158,15 +183,34 @@ impl RunOptions {
             cluster: Cluster::threads(workers),
             decisions: true,
             publish: None,
+            stop: Arc::default(),
+            cold_start: false,
+            stop_grace: Duration::from_secs(60),
         }
     }
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// A bounded run reached its end and wrote the manifest: the root is sealed.
+    Completed,
+    /// Stopped by a signal after its last commit; `run` again to continue.
+    Stopped,
 }
 
 /// The outcome of a run.
 #[derive(Clone, Debug)]
 pub struct RunOutcome {
-    /// The manifest written.
-    pub manifest: Manifest,
+    /// How it ended.
+    pub status: RunStatus,
+    /// The manifest written (completed runs).
+    pub manifest: Option<Manifest>,
+    /// The commit this run resumed from, if any.
+    pub resumed_from: Option<u64>,
+    /// The latest commit boundary when the run ended.
+    pub last_commit: Option<u64>,
     /// Path of the run record.
     pub run_record: String,
     /// Wall-clock seconds.
@@ -179,6 +223,17 @@ pub struct RunOutcome {
     pub latency: Option<(u64, u64, u64, u64, u64)>,
     /// Kafka records published (this process).
     pub published: u64,
+    /// Kafka records not sent again because they were already on their topic.
+    pub skipped: u64,
+}
+
+impl RunOutcome {
+    /// The manifest of a completed run.
+    pub fn manifest(&self) -> Result<&Manifest> {
+        self.manifest
+            .as_ref()
+            .ok_or_else(|| anyhow!("the run was stopped before its end: no manifest"))
+    }
 }
 
 /// Counters filled by inspect operators (shared across workers).
@@ -246,17 +301,23 @@ struct LatencyRecord {
 struct RunRecord<'a> {
     format: &'static str,
     tidemark_version: &'static str,
+    status: &'a str,
+    error: Option<String>,
     profile: &'a str,
+    profile_source: Option<&'a str>,
     policy_rev: &'a str,
     decision_policy_rev: &'a str,
     ingress: String,
     workers: usize,
     processes: usize,
-    basis_id: &'a str,
-    basis: &'a [PartitionBasis],
-    totals: &'a tidemark_sinks::manifest::ReceiptCounts,
-    manifest: String,
+    resumed_from: Option<u64>,
+    last_commit: Option<u64>,
+    basis_id: Option<&'a str>,
+    basis: Option<&'a [PartitionBasis]>,
+    totals: Option<&'a tidemark_sinks::manifest::ReceiptCounts>,
+    manifest: Option<String>,
     published: u64,
+    skipped: u64,
     latency_ms: Option<LatencyRecord>,
     started_at: String,
     finished_at: String,
@@ -288,18 +349,105 @@ pub fn run_stages(
         ..RunOptions::threads(workers)
     };
     run_with(profile, ingress, data, &opts)?
-        .ok_or_else(|| anyhow!("a single-process run finished without a manifest"))
+        .ok_or_else(|| anyhow!("a single-process run finished without an outcome"))
 }
 
-/// Runs the pipeline as one process of `opts.cluster`. Process 0 assembles the manifest and
-/// writes the run record and returns the outcome; other processes return `None`.
+/// The latest commit boundary written under the root, if any.
+pub fn latest_commit(store: &WriteOnceStore) -> Option<u64> {
+    store
+        .list(COMMIT_PREFIX)
+        .ok()?
+        .last()
+        .and_then(|p| p.rsplit("e=").next())
+        .and_then(|s| s.trim_end_matches(".json").parse().ok())
+}
+
+/// How a run uses its root.
+struct RootPlan {
+    /// Continue from this commit.
+    resume: Option<Resume>,
+    /// Commits at or below this boundary exist already and are not written again (a rerun of
+    /// a sealed root).
+    committed: u64,
+}
+
+/// Refuses what would mix or corrupt a root, and loads the commit to resume from.
+fn check_root(
+    profile: &Profile,
+    ingress: &Ingress,
+    store: &WriteOnceStore,
+    dcfg: &DecisionConfig,
+    opts: &RunOptions,
+) -> Result<RootPlan> {
+    let state = RootState::load(store)?;
+    if let Some(m) = state.manifests.first() {
+        // A completed bounded run closed its last intervals: nothing can be appended. A
+        // bounded rerun from the beginning must reproduce every file (write-once checks it).
+        if !ingress.bounded() || ingress.explicit_start() {
+            bail!(
+                "data root {} is sealed: a bounded run completed there ({m}) and closed its last intervals, so nothing can be appended; only a bounded rerun from the beginning is allowed. Use a new data root",
+                store.description()
+            );
+        }
+        if opts.cluster.process == 0 {
+            eprintln!("run: {} is sealed ({m}): rerunning from the beginning; every file must come out identical", store.description());
+        }
+        return Ok(RootPlan {
+            resume: None,
+            committed: state.commit.map_or(0, |c| c.boundary),
+        });
+    }
+    let Some(commit) = state.commit else {
+        if ingress.explicit_start() && !opts.cold_start {
+            bail!(
+                "--from on a root without commits would decide from cold state (no windows, graph or dedup history before that offset); start from the beginning, or resume a root that has commits (resume needs no flag)"
+            );
+        }
+        return Ok(RootPlan {
+            resume: None,
+            committed: 0,
+        });
+    };
+    if ingress.explicit_start() {
+        bail!(
+            "data root {} has commits: a run resumes from the latest one (boundary {}) by itself; --from is not allowed here",
+            store.description(),
+            commit.boundary
+        );
+    }
+    if commit.policy_rev != profile.policy_rev() || commit.decision_policy_rev != dcfg.policy_rev {
+        bail!(
+            "data root {} was committed under policy {} / {}, this run uses {} / {}: one root holds one policy; use the profile it was started with or a new root",
+            store.description(),
+            commit.policy_rev,
+            commit.decision_policy_rev,
+            profile.policy_rev(),
+            dcfg.policy_rev
+        );
+    }
+    let committed = commit.boundary;
+    let r = crate::resume::prepare(
+        store,
+        commit,
+        millis(profile.ig.dedup_window),
+        millis(profile.archive.interval),
+    )?;
+    Ok(RootPlan {
+        resume: Some(r),
+        committed,
+    })
+}
+
+/// Runs the pipeline as one process of `opts.cluster`. Process 0 returns the outcome; other
+/// processes return `None`. See the module docs for commits and resume.
 pub fn run_with(
     profile: &Profile,
     ingress: &Ingress,
     data: &Path,
     opts: &RunOptions,
 ) -> Result<Option<RunOutcome>> {
-    let src = ingress.open()?;
+    let started = crate::wallclock::now_rfc3339();
+    let t0 = Instant::now();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -307,170 +455,225 @@ pub fn run_with(
         .context("cannot start the I/O runtime")?;
     let store = WriteOnceStore::local(data, rt.handle().clone())
         .with_context(|| format!("cannot open data directory {}", data.display()))?;
+    // One writer per data root: process 0 holds the lease for the whole run.
+    let _lease = if opts.cluster.process == 0 {
+        Some(Lease::acquire(data)?)
+    } else {
+        None
+    };
+    let dcfg = decision_config(profile, 0, None)?;
+    let plan = check_root(profile, ingress, &store, &dcfg, opts)?;
+    let resume = plan.resume;
+    let resumed_from = resume.as_ref().map(|r| r.commit.boundary);
+    if let (Some(r), 0) = (&resume, opts.cluster.process) {
+        eprintln!(
+            "run: resuming from commit {} ({}): re-reading {} and rebuilding state from the archive",
+            r.commit.boundary,
+            tidemark_operators::time::fmt_rfc3339_millis(r.commit.boundary),
+            r.commit
+                .partitions
+                .iter()
+                .map(|p| format!("{}:{}", p.partition, p.offset))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+    }
+    let src = ingress.open()?;
     let producer = match &opts.publish {
-        Some(conn) => Some(Arc::new(
-            KafkaProducer::new(&conn.client_config()).context("cannot publish to Kafka")?,
-        )),
+        Some(conn) => {
+            let p = KafkaProducer::new(&conn.client_config()).context("cannot publish to Kafka")?;
+            if let Some(r) = &resume {
+                p.skip_existing(crate::resume::published_tail(
+                    &conn.client_config(),
+                    &r.commit,
+                )?);
+            }
+            Some(Arc::new(p))
+        }
         None => None,
     };
     let failures = Failures::default();
-    let policy_rev: Arc<str> = profile.policy_rev().into();
-    let policy = Arc::new(profile.ig.clone());
-    let sopts = SourceOptions {
-        lateness_ms: millis(policy.allowed_lateness),
-        idle_timeout: policy.idle_timeout,
-        batch: profile.wiring.source_batch.max(1),
-    };
-    let interval_ms = millis(profile.archive.interval);
-    let buckets = profile.archive.buckets;
-    let meta = ManifestMeta {
-        policy_rev: policy_rev.to_string(),
-        archive_interval_ms: interval_ms,
-        buckets,
-        receipts_chunk: profile.archive.receipts_chunk,
-    };
-    let chunk = profile.archive.receipts_chunk;
-    let dedup_ms = millis(policy.dedup_window);
-    let result: Arc<Mutex<Option<Manifest>>> = Arc::default();
-    let dcfg = Arc::new(decision_config(profile, 0, None)?);
-    let dcfg_rev = dcfg.policy_rev.clone();
-    let audit_ms = millis(profile.dla.audit_interval);
     let stats = OutputStats::default();
     let latency = Latency::default();
-    let started = crate::wallclock::now_rfc3339();
-    let t0 = Instant::now();
-    let decisions = opts.decisions;
-    {
-        let (failures, result, store) = (failures.clone(), result.clone(), store.clone());
-        let (stats, latency, producer) = (stats.clone(), latency.clone(), producer.clone());
-        let guards = timely::execute(opts.cluster.config(), move |worker| {
-            let stamper = IgStamper::new(policy.clone(), policy_rev.clone());
-            worker.dataflow::<u64, _, _>(|scope| {
-                let events =
-                    ingress_source(scope, src.clone(), stamper, sopts.clone(), failures.clone());
-                let mut parts = events.partition(2, |e| match e {
-                    SourceEvent::Item(i) => (0, Ok(i)),
-                    SourceEvent::Basis(b) => (1, Err(b)),
-                });
-                let basis = parts.pop().map(|s| s.flat_map(|r| r.err()));
-                let items = parts.pop().map(|s| s.flat_map(|r| r.ok()));
-                let (Some(basis), Some(items)) = (basis, items) else {
+    let events: Arc<Mutex<Vec<CommitEvent>>> = Arc::default();
+    let halt = Arc::new(AtomicBool::new(false));
+    let wiring = crate::dataflow::Wiring {
+        profile: profile.clone(),
+        src,
+        store: store.clone(),
+        producer: producer.clone(),
+        publish: opts.publish.clone(),
+        decisions: opts.decisions,
+        stop: opts.stop.clone(),
+        resume: resume.map(Arc::new),
+        committed: plan.committed,
+        failures: failures.clone(),
+        stats: stats.clone(),
+        latency: latency.clone(),
+        events: events.clone(),
+    };
+    let guards = {
+        let (wiring, halt) = (Arc::new(wiring), halt.clone());
+        timely::execute(opts.cluster.config(), move |worker| {
+            crate::dataflow::build(worker, &wiring);
+            while !halt.load(Ordering::Relaxed) {
+                if !worker.step_or_park(Some(Duration::from_millis(20))) {
                     return;
-                };
-                let ig = gate(items, dedup_ms, policy_rev.clone());
-                let (st1, st2) = (stats.clone(), stats.clone());
-                let mut admitted = ig.admitted.clone();
-                if let Some(p) = &producer {
-                    admitted = admitted.produce_to(p.clone(), failures.clone(), admitted_record);
                 }
-                let outs = decide(
-                    admitted.clone().filter(move |_| decisions),
-                    dcfg.clone(),
-                    failures.clone(),
-                );
-                let mut audit = outs.audit.inspect(move |r| st1.decision(r));
-                let mut snapshots = outs.snapshots;
-                if let Some(p) = &producer {
-                    let lat = latency.clone();
-                    audit = audit
-                        .inspect(move |r| lat.record(r.source_record_ts))
-                        .produce_to(p.clone(), failures.clone(), decision_records);
-                    snapshots = snapshots.produce_to(p.clone(), failures.clone(), snapshot_pointer);
-                }
-                let audit_files = write_audit(
-                    audit.close_intervals("CloseAudit", audit_ms, |r| (r.logical_time, r.bucket)),
-                    store.clone(),
-                    failures.clone(),
-                );
-                write_snapshots(snapshots, store.clone(), failures.clone())
-                    .inspect(move |_| st2.snapshot());
-                let closed = admitted.close_intervals("CloseArchive", interval_ms, move |a| {
-                    (a.logical_time, bucket_of(&a.partition_key, buckets))
-                });
-                let archive_files = write_archive(closed, store.clone(), failures.clone());
-                let receipt_files =
-                    write_receipts(ig.receipts, chunk, store.clone(), failures.clone());
-                let mut files = archive_files.concat(receipt_files).concat(audit_files);
-                if let Some(p) = &producer {
-                    files = files.produce_to(p.clone(), failures.clone(), file_pointer);
-                }
-                let slot = result.clone();
-                write_manifest(files, basis, meta.clone(), store.clone(), failures.clone())
-                    .inspect(move |m| {
-                        if let Ok(mut g) = slot.lock() {
-                            *g = Some(m.clone());
-                        }
-                    });
-            });
+            }
+            for id in worker.installed_dataflows() {
+                worker.drop_dataflow(id);
+            }
         })
-        .map_err(|e| anyhow!("cannot start timely workers: {e}"))?;
-        for r in guards.join() {
-            r.map_err(|e| anyhow!("worker failed: {e}"))?;
+        .map_err(|e| anyhow!("cannot start timely workers: {e}"))?
+    };
+    let done = Arc::new(AtomicBool::new(false));
+    let joiner = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let results: Vec<_> = guards.join();
+            done.store(true, Ordering::Relaxed);
+            results
+                .into_iter()
+                .map(|r| r.map_err(|e| anyhow!("worker failed: {e}")))
+                .collect::<Result<Vec<()>>>()
+        })
+    };
+    // Supervise: a failure or a stop ends the run; otherwise wait for the dataflow's end.
+    let mut stopping: Option<(Instant, Option<u64>)> = None;
+    let mut status = RunStatus::Completed;
+    while !done.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+        if failures.any() {
+            halt.store(true, Ordering::Relaxed);
+            break;
+        }
+        if opts.stop.load(Ordering::Relaxed) {
+            status = RunStatus::Stopped;
+            let (since, target) = stopping.get_or_insert_with(|| (Instant::now(), None));
+            // The last boundary every source has passed is committed once in-flight outputs
+            // are durable; wait for the commits to stop advancing.
+            let now = latest_commit(&store);
+            if *target != now {
+                *target = now;
+                *since = Instant::now();
+            }
+            let quiet = since.elapsed() >= Duration::from_millis(1500);
+            if quiet || since.elapsed() >= opts.stop_grace {
+                halt.store(true, Ordering::Relaxed);
+                break;
+            }
         }
     }
+    let joined = joiner
+        .join()
+        .map_err(|_| anyhow!("worker supervisor panicked"))?;
     let mut published = 0;
+    let mut skipped = 0;
     if let Some(p) = &producer {
         match p.finish(Duration::from_secs(300)) {
-            Ok(d) => published = d.delivered,
+            Ok(d) => {
+                published = d.delivered;
+                skipped = d.skipped;
+            }
             Err(e) => failures.push(format!("publishing to Kafka failed: {e}")),
         }
     }
+    if let Err(e) = joined {
+        failures.push(e.to_string());
+    }
     let wall = t0.elapsed();
     let errors = failures.take_sorted();
-    if !errors.is_empty() {
-        bail!("run failed:\n  {}", errors.join("\n  "));
+    let manifest = events.lock().ok().and_then(|g| {
+        g.iter().rev().find_map(|e| match e {
+            CommitEvent::Manifest(m) => Some((**m).clone()),
+            CommitEvent::Committed(_) => None,
+        })
+    });
+    let last_commit = latest_commit(&store);
+    let latency = latency.summary();
+    let error = (!errors.is_empty()).then(|| errors.join("\n  "));
+    if error.is_none()
+        && status == RunStatus::Completed
+        && manifest.is_none()
+        && opts.cluster.process == 0
+    {
+        failures.push("run finished without a manifest");
+    }
+    let error = error.or_else(|| {
+        let e = failures.take_sorted();
+        (!e.is_empty()).then(|| e.join("\n  "))
+    });
+    let status_str = match (&error, status) {
+        (Some(_), _) => "failed",
+        (None, RunStatus::Completed) => "completed",
+        (None, RunStatus::Stopped) => "stopped",
+    };
+    let run_path = if opts.cluster.process == 0 {
+        let record = RunRecord {
+            format: "tidemark.run/v2",
+            tidemark_version: env!("CARGO_PKG_VERSION"),
+            status: status_str,
+            error: error.clone(),
+            profile: &profile.name,
+            profile_source: profile.source.as_deref(),
+            policy_rev: &profile.policy_rev(),
+            decision_policy_rev: &dcfg.policy_rev,
+            ingress: ingress.describe(),
+            workers: opts.cluster.peers(),
+            processes: opts.cluster.addresses.len().max(1),
+            resumed_from,
+            last_commit,
+            basis_id: manifest.as_ref().map(|m| m.basis_id.as_str()),
+            basis: manifest.as_ref().map(|m| m.basis.as_slice()),
+            totals: manifest.as_ref().map(|m| &m.totals),
+            manifest: manifest
+                .as_ref()
+                .map(|m| tidemark_sinks::layout::manifest_file(&m.basis_id)),
+            published,
+            skipped,
+            latency_ms: latency.map(|(n, p50, p95, p99, max)| LatencyRecord {
+                decisions: n,
+                p50,
+                p95,
+                p99,
+                max,
+            }),
+            started_at: started.clone(),
+            finished_at: crate::wallclock::now_rfc3339(),
+            wall_ms: wall.as_millis(),
+        };
+        // Run records are about the processing run (wall clock, pid): they live under runs/ only.
+        let run_path = format!(
+            "runs/run-{}-{}.json",
+            started.replace([':', '-', '.'], ""),
+            std::process::id()
+        );
+        let mut bytes = serde_json::to_vec_pretty(&record)?;
+        bytes.push(b'\n');
+        store.put_once(&run_path, bytes)?;
+        run_path
+    } else {
+        String::new()
+    };
+    if let Some(e) = error {
+        bail!("run failed:\n  {e}");
     }
     if opts.cluster.process != 0 {
         return Ok(None);
     }
-    let manifest = result
-        .lock()
-        .map_err(|_| anyhow!("result lock poisoned"))?
-        .take()
-        .ok_or_else(|| anyhow!("run finished without a manifest"))?;
-    let latency = latency.summary();
-    let record = RunRecord {
-        format: "tidemark.run/v1",
-        tidemark_version: env!("CARGO_PKG_VERSION"),
-        profile: &profile.name,
-        policy_rev: &manifest.policy_rev,
-        decision_policy_rev: &dcfg_rev,
-        ingress: ingress.describe(),
-        workers: opts.cluster.peers(),
-        processes: opts.cluster.addresses.len().max(1),
-        basis_id: &manifest.basis_id,
-        basis: &manifest.basis,
-        totals: &manifest.totals,
-        manifest: tidemark_sinks::layout::manifest_file(&manifest.basis_id),
-        published,
-        latency_ms: latency.map(|(n, p50, p95, p99, max)| LatencyRecord {
-            decisions: n,
-            p50,
-            p95,
-            p99,
-            max,
-        }),
-        started_at: started.clone(),
-        finished_at: crate::wallclock::now_rfc3339(),
-        wall_ms: wall.as_millis(),
-    };
-    // Run records are about the processing run (wall clock, pid): they live under runs/ only.
-    let run_path = format!(
-        "runs/run-{}-{}.json",
-        started.replace([':', '-', '.'], ""),
-        std::process::id()
-    );
-    let mut bytes = serde_json::to_vec_pretty(&record)?;
-    bytes.push(b'\n');
-    store.put_once(&run_path, bytes)?;
     let (decisions, snapshots) = stats.take();
     Ok(Some(RunOutcome {
+        status,
         manifest,
+        resumed_from,
+        last_commit,
         run_record: run_path,
         wall_secs: wall.as_secs_f64(),
         decisions,
         snapshots,
         latency,
         published,
+        skipped,
     }))
 }

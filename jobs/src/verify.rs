@@ -3,14 +3,16 @@
 //! For every manifest under `archive/manifests/`: every listed file exists with its size,
 //! sha256 and row count; receipt files of each partition cover the basis offset range exactly,
 //! without gaps or overlaps, one receipt per offset; admitted receipts equal archive rows; and
-//! no file under `archive/` or `ig/` is left unlisted.
+//! no file under `archive/` or `ig/` is left unlisted. A root without a manifest (a continuous
+//! run stopped, failed or still running: only commits under `ckpt/`) or whose latest run record
+//! says it failed is reported as incomplete.
 
 use std::collections::BTreeSet;
 
 use anyhow::{Context, Result};
 
 use tidemark_operators::hashing::sha256_hex;
-use tidemark_sinks::layout::MANIFEST_PREFIX;
+use tidemark_sinks::layout::{COMMIT_PREFIX, MANIFEST_PREFIX};
 use tidemark_sinks::manifest::{FileKind, Manifest};
 use tidemark_sinks::parquet::{decode_receipts, row_count};
 use tidemark_sinks::{SinkError, WriteOnceStore};
@@ -41,11 +43,17 @@ impl VerifyReport {
 pub fn verify(store: &WriteOnceStore) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     let manifests = store.list(MANIFEST_PREFIX).context("listing manifests")?;
+    if let Some(problem) = last_run_problem(store)? {
+        report.problems.push(problem);
+    }
     if manifests.is_empty() {
-        report.problems.push(format!(
-            "no manifest under {MANIFEST_PREFIX}/ in {}",
-            store.description()
-        ));
+        let commits = store.list(COMMIT_PREFIX)?;
+        report.problems.push(match commits.last() {
+            Some(c) => format!(
+                "incomplete: no manifest; the root's latest commit is {c}: a continuous run was stopped, failed or is still running. `tidemark run` resumes it; a bounded run (--until latest) completes it and writes the manifest"
+            ),
+            None => format!("no manifest under {MANIFEST_PREFIX}/ in {}", store.description()),
+        });
         return Ok(report);
     }
     let mut listed = BTreeSet::new();
@@ -74,6 +82,27 @@ pub fn verify(store: &WriteOnceStore) -> Result<VerifyReport> {
     }
     report.problems.sort();
     Ok(report)
+}
+
+/// The newest run record, if it says the run failed.
+fn last_run_problem(store: &WriteOnceStore) -> Result<Option<String>> {
+    let runs = store.list("runs")?;
+    let Some(last) = runs.last() else {
+        return Ok(None);
+    };
+    let v: serde_json::Value = match serde_json::from_slice(&store.get(last)?) {
+        Ok(v) => v,
+        Err(e) => return Ok(Some(format!("{last}: unreadable run record: {e}"))),
+    };
+    Ok(match v.get("status").and_then(|s| s.as_str()) {
+        Some("failed") => Some(format!(
+            "incomplete: the latest run failed ({last}): {}",
+            v.get("error")
+                .and_then(|e| e.as_str())
+                .unwrap_or("no error recorded")
+        )),
+        _ => None,
+    })
 }
 
 fn check_manifest(

@@ -23,6 +23,19 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// A 128-bit identity of a sequence of byte strings (BLAKE3 over each part's length and bytes,
+/// first 16 bytes little-endian). Used to recognise output records already on a topic.
+pub fn identity128(parts: &[&[u8]]) -> u128 {
+    let mut h = blake3::Hasher::new();
+    for p in parts {
+        h.update(&(p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    u128::from_le_bytes(out)
+}
+
 /// BLAKE3 of `bytes` as lower-case hex.
 pub fn blake3_hex(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()

@@ -92,3 +92,39 @@ impl DedupKeyed for Candidate {
 
 /// An admitted event (a candidate that was not a duplicate).
 pub type Admitted = Candidate;
+
+/// A candidate with its role in a resumed run: `warm == true` marks a candidate rebuilt from an
+/// earlier receipt, which only fills dedup state (no receipt, no admission).
+pub type Seen = (Candidate, bool);
+
+impl DedupKeyed for Seen {
+    fn dedup_key(&self) -> &str {
+        &self.0.event_id
+    }
+    fn time(&self) -> LogicalTime {
+        self.0.logical_time
+    }
+    fn tiebreak(&self) -> (u32, u64) {
+        (self.0.coord.partition, self.0.coord.offset)
+    }
+}
+
+impl Candidate {
+    /// The dedup input a receipt stands for (ADMITTED and DUPLICATE receipts only): enough to
+    /// rebuild dedup state, without the envelope.
+    pub fn from_receipt(r: &Receipt) -> Option<Candidate> {
+        if r.status == ReceiptStatus::Quarantined {
+            return None;
+        }
+        Some(Candidate {
+            logical_time: r.logical_time?,
+            event_id: r.event_id.clone()?,
+            coord: r.coord,
+            event_type: r.event_type.clone().unwrap_or_default(),
+            partition_key: String::new(),
+            record_ts: r.record_ts,
+            late_clamped: r.late_clamped,
+            envelope: String::new(),
+        })
+    }
+}

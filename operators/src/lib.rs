@@ -1,10 +1,12 @@
 //! Generic timely building blocks for tidemark and the small shared types every
 //! other crate speaks: logical time, raw ingress records and their coordinates, per-partition
-//! watermark clocks, stable hashing and bucketing, interval closing and windowed dedup.
+//! watermark clocks, stable hashing and bucketing, interval closing and windowed dedup, and the
+//! commit-protocol records (resume points, output marks, idle journal entries).
 //!
 //! Nothing in this crate performs I/O; every operator here is a pure function of its input
 //! streams and their frontiers, which is what makes online runs and replays agree.
 
+pub mod commit;
 pub mod decision;
 pub mod dedup;
 pub mod failures;
@@ -24,4 +26,4 @@ pub use interval::{CloseIntervals, ClosedBatch};
 pub use reason::ReasonCode;
 pub use record::{PartitionBasis, RawRecord, SourceCoord};
 pub use time::LogicalTime;
-pub use watermark::{PartitionClock, RecordStamper, Stamped, WorkerClock};
+pub use watermark::{IdleRaise, PartitionClock, RecordStamper, Stamped, WorkerClock};

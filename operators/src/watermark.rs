@@ -12,12 +12,15 @@ use std::collections::BTreeMap;
 use crate::time::LogicalTime;
 
 /// Watermark state of one partition.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PartitionClock {
     max: Option<LogicalTime>,
     lateness: u64,
     idle: bool,
     finished: bool,
+    /// The highest worker frontier reached while this partition was idle (0 if never).
+    #[serde(default)]
+    idle_floor: LogicalTime,
 }
 
 impl PartitionClock {
@@ -28,7 +31,30 @@ impl PartitionClock {
             lateness: lateness_ms,
             idle: false,
             finished: false,
+            idle_floor: 0,
         }
+    }
+
+    /// The watermark a record of this partition is judged against:
+    /// `max(W_p, idle_floor_p)`. It is never below the worker frontier (the frontier only
+    /// passes `W_p` while the partition is idle, which raises the idle floor with it).
+    pub fn stamp_watermark(&self) -> LogicalTime {
+        self.watermark().max(self.idle_floor)
+    }
+
+    /// Forgets the idle flag (a restarted process decides idleness afresh).
+    pub fn reset_idle(&mut self) {
+        self.idle = false;
+    }
+
+    /// The idle floor (see the module docs).
+    pub fn idle_floor(&self) -> LogicalTime {
+        self.idle_floor
+    }
+
+    /// Raises the idle floor to `floor` (a journaled decision being replayed); never lowers it.
+    pub fn raise_idle_floor(&mut self, floor: LogicalTime) {
+        self.idle_floor = self.idle_floor.max(floor);
     }
 
     /// The largest on-time event time observed, if any.
@@ -52,6 +78,17 @@ impl PartitionClock {
 pub struct WorkerClock {
     partitions: BTreeMap<u32, PartitionClock>,
     floor: LogicalTime,
+    idle_step: u64,
+}
+
+/// An idle-floor raise decided by [`WorkerClock::advance`]: partition `partition`'s idle floor
+/// became `floor`. It must be journaled before the frontier is released.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdleRaise {
+    /// The partition.
+    pub partition: u32,
+    /// Its new idle floor.
+    pub floor: LogicalTime,
 }
 
 impl WorkerClock {
@@ -63,7 +100,25 @@ impl WorkerClock {
                 .map(|p| (p, PartitionClock::new(lateness_ms)))
                 .collect(),
             floor: 0,
+            idle_step: 0,
         }
+    }
+
+    /// Restores a worker clock from saved partition clocks and frontier (a resumed run).
+    pub fn restore(partitions: BTreeMap<u32, PartitionClock>, floor: LogicalTime) -> Self {
+        WorkerClock {
+            partitions,
+            floor,
+            idle_step: 0,
+        }
+    }
+
+    /// While some partitions are busy and others idle, the frontier passes an idle partition's
+    /// own watermark only in steps of at least `step_ms`, so idle-floor raises (each journaled
+    /// by the caller) stay rare. 0 raises on every advance.
+    pub fn with_idle_step(mut self, step_ms: u64) -> Self {
+        self.idle_step = step_ms;
+        self
     }
 
     /// The clock of partition `p`, if assigned to this worker.
@@ -106,23 +161,52 @@ impl WorkerClock {
         self.partitions.values().all(|c| c.finished)
     }
 
-    /// Recomputes the frontier: the minimum watermark over unfinished, non-idle partitions; when
-    /// every unfinished partition is idle, the minimum over all unfinished ones. Returns `None`
-    /// when all partitions are finished. The frontier never moves backwards.
-    pub fn advance(&mut self) -> Option<LogicalTime> {
-        let live = self.partitions.values().filter(|c| !c.finished);
-        let busy = live
-            .clone()
-            .filter(|c| !c.idle)
-            .map(|c| c.watermark())
-            .min();
+    /// Recomputes the frontier and returns it with the idle-floor raises it implies
+    /// (`None` when all partitions are finished). The frontier is the minimum watermark over
+    /// unfinished, non-idle partitions; when every unfinished partition is idle, one past the
+    /// largest event time any of them has seen (or unchanged if none has seen any). Above an
+    /// idle partition's own stamp watermark it moves only in steps of `idle_step` (or to the
+    /// all-idle release). It never moves backwards.
+    pub fn advance(&mut self) -> Option<(LogicalTime, Vec<IdleRaise>)> {
+        let live: Vec<&PartitionClock> = self.partitions.values().filter(|c| !c.finished).collect();
+        if live.is_empty() {
+            return None;
+        }
+        let busy = live.iter().filter(|c| !c.idle).map(|c| c.watermark()).min();
         let candidate = match busy {
-            Some(m) => Some(m),
-            None => live.map(|c| c.watermark()).min(),
+            Some(m) => {
+                // Up to the idle partitions' own watermarks nothing they will stamp changes.
+                let free = live
+                    .iter()
+                    .filter(|c| c.idle)
+                    .map(|c| c.stamp_watermark())
+                    .min()
+                    .map_or(m, |w| m.min(w.max(self.floor)));
+                if m > free && m < free.saturating_add(self.idle_step) {
+                    free
+                } else {
+                    m
+                }
+            }
+            None => live
+                .iter()
+                .filter_map(|c| c.max)
+                .max()
+                .map_or(self.floor, |m| m.saturating_add(1)),
         };
-        let candidate = candidate?;
         self.floor = self.floor.max(candidate);
-        Some(self.floor)
+        let floor = self.floor;
+        let mut raises = Vec::new();
+        for (p, c) in self.partitions.iter_mut() {
+            if c.idle && !c.finished && c.stamp_watermark() < floor {
+                c.idle_floor = floor;
+                raises.push(IdleRaise {
+                    partition: *p,
+                    floor,
+                });
+            }
+        }
+        Some((floor, raises))
     }
 }
 
@@ -147,16 +231,59 @@ mod tests {
         let mut w = WorkerClock::new([0, 1], 0);
         w.partition_mut(0).unwrap().observe(10);
         w.partition_mut(1).unwrap().observe(20);
-        assert_eq!(w.advance(), Some(10));
+        assert_eq!(w.advance(), Some((10, vec![])));
         w.set_idle(0, true);
-        assert_eq!(w.advance(), Some(20));
+        let raise = IdleRaise {
+            partition: 0,
+            floor: 20,
+        };
+        assert_eq!(w.advance(), Some((20, vec![raise])));
+        assert_eq!(w.partition(0).unwrap().stamp_watermark(), 20);
         w.set_idle(0, false);
         // Partition 0 is back at 10, but the frontier never regresses.
-        assert_eq!(w.advance(), Some(20));
+        assert_eq!(w.advance(), Some((20, vec![])));
         w.finish(0);
         w.finish(1);
         assert_eq!(w.advance(), None);
         assert!(w.all_finished());
+    }
+
+    #[test]
+    fn all_idle_releases_past_the_largest_event_time() {
+        let mut w = WorkerClock::new([0, 1], 5);
+        w.partition_mut(0).unwrap().observe(100);
+        w.partition_mut(1).unwrap().observe(70);
+        assert_eq!(w.advance().map(|a| a.0), Some(65));
+        w.set_idle(0, true);
+        w.set_idle(1, true);
+        let (floor, raises) = w.advance().unwrap();
+        assert_eq!(floor, 101);
+        assert_eq!(raises.len(), 2);
+        // A record at 100 or below is now late for either partition; 101 is on time.
+        assert_eq!(w.partition(1).unwrap().stamp_watermark(), 101);
+    }
+
+    #[test]
+    fn idle_raises_come_in_steps() {
+        let mut w = WorkerClock::new([0, 1], 0).with_idle_step(50);
+        w.partition_mut(0).unwrap().observe(10);
+        w.set_idle(0, true);
+        w.partition_mut(1).unwrap().observe(40);
+        // 40 is within one step of partition 0's watermark (10): hold at 10.
+        assert_eq!(w.advance(), Some((10, vec![])));
+        w.partition_mut(1).unwrap().observe(70);
+        let (floor, raises) = w.advance().unwrap();
+        assert_eq!(floor, 70);
+        assert_eq!(
+            raises,
+            vec![IdleRaise {
+                partition: 0,
+                floor: 70
+            }]
+        );
+        // Further progress within a step of the raised idle floor waits again.
+        w.partition_mut(1).unwrap().observe(100);
+        assert_eq!(w.advance(), Some((70, vec![])));
     }
 }
 

@@ -121,6 +121,16 @@ pub struct KafkaProducer {
     current: std::sync::RwLock<Inner>,
     retired: Mutex<Vec<Inner>>,
     sent: AtomicU64,
+    /// Identities of records already on the topics (a resumed run's tail scan): sending one
+    /// of them again is skipped, once.
+    skip: Mutex<std::collections::HashSet<u128>>,
+    skipped: AtomicU64,
+}
+
+/// The identity of an output record: topic, key and payload. Output records are deterministic,
+/// so a record regenerated after a restart has the identity of the one already published.
+pub fn record_identity(topic: &str, key: &[u8], payload: &[u8]) -> u128 {
+    tidemark_operators::hashing::identity128(&[topic.as_bytes(), key, payload])
 }
 
 /// Delivery totals of a producer.
@@ -132,6 +142,8 @@ pub struct Delivered {
     pub delivered: u64,
     /// Deliveries the broker rejected that were sent again.
     pub retried: u64,
+    /// Records not sent because they were already on their topic (a resumed run).
+    pub skipped: u64,
 }
 
 impl KafkaProducer {
@@ -154,7 +166,21 @@ impl KafkaProducer {
             current: std::sync::RwLock::new(producer),
             retired: Mutex::new(Vec::new()),
             sent: AtomicU64::new(0),
+            skip: Mutex::new(std::collections::HashSet::new()),
+            skipped: AtomicU64::new(0),
         })
+    }
+
+    /// Records already published (by an earlier, interrupted run) that must not be sent again.
+    pub fn skip_existing(&self, ids: impl IntoIterator<Item = u128>) {
+        if let Ok(mut g) = self.skip.lock() {
+            g.extend(ids);
+        }
+    }
+
+    /// How many sends were skipped because the record was already on its topic.
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
     }
 
     fn create(c: &ClientConfig, shared: &Arc<Shared>) -> Result<Inner, SinkError> {
@@ -181,6 +207,12 @@ impl KafkaProducer {
         payload: &[u8],
         timestamp: Option<i64>,
     ) -> Result<(), SinkError> {
+        if let Ok(mut g) = self.skip.lock() {
+            if !g.is_empty() && g.remove(&record_identity(topic, key, payload)) {
+                self.skipped.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+        }
         self.resend_rejected()?;
         self.send_attempt(topic, partition, key, payload, timestamp, 0)?;
         self.sent.fetch_add(1, Ordering::Relaxed);
@@ -250,9 +282,10 @@ impl KafkaProducer {
         }
     }
 
-    /// Flushes (sending rejected records again until none are left), then fails if any
-    /// record was not delivered.
-    pub fn finish(&self, timeout: Duration) -> Result<Delivered, SinkError> {
+    /// Waits until every record sent so far is acknowledged (sending rejected records again
+    /// until none are left); fails if any record could not be delivered. A commit is written
+    /// only after this succeeded on every worker.
+    pub fn flush(&self, timeout: Duration) -> Result<(), SinkError> {
         let t0 = Instant::now();
         loop {
             let retired: Vec<Inner> = self.retired.lock().map(|r| r.clone()).unwrap_or_default();
@@ -264,6 +297,30 @@ impl KafkaProducer {
                 break;
             }
         }
+        self.check_failed()
+    }
+
+    fn check_failed(&self) -> Result<(), SinkError> {
+        let ctx = &self.shared;
+        let failed = ctx.failed.load(Ordering::Relaxed);
+        if failed > 0 {
+            let first = ctx
+                .first_error
+                .lock()
+                .map(|g| g.clone().unwrap_or_default())
+                .unwrap_or_default();
+            return Err(SinkError::Kafka(format!(
+                "{failed} of {} records were not delivered (first error: {first})",
+                self.sent.load(Ordering::Relaxed)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Flushes (sending rejected records again until none are left), then fails if any
+    /// record was not delivered.
+    pub fn finish(&self, timeout: Duration) -> Result<Delivered, SinkError> {
+        self.flush(timeout)?;
         let ctx = &self.shared;
         let failed = ctx.failed.load(Ordering::Relaxed);
         let sent = self.sent.load(Ordering::Relaxed);
@@ -287,6 +344,7 @@ impl KafkaProducer {
             sent,
             delivered,
             retried: ctx.retried.load(Ordering::Relaxed),
+            skipped: self.skipped(),
         })
     }
 }
@@ -341,4 +399,104 @@ impl<'scope, D: Clone + 'static> ProduceTo<'scope, D> for StreamVec<'scope, Logi
             encode(d, &mut emit);
         })
     }
+}
+
+/// Reads every record of `topic` partition `partition` from `from` up to its current end and
+/// returns their identities ([`record_identity`]): what an interrupted run already published
+/// above a commit's marks.
+pub fn published_since(
+    config: &ClientConfig,
+    topic: &str,
+    partition: u32,
+    from: u64,
+    timeout: Duration,
+) -> Result<Vec<u128>, SinkError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let mut c = config.clone();
+    c.set("group.id", "tidemark-tail")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "error")
+        .set("enable.partition.eof", "false");
+    let consumer: BaseConsumer = c
+        .create()
+        .map_err(|e| SinkError::Kafka(format!("tail consumer: {e}")))?;
+    let (_, high) = consumer
+        .fetch_watermarks(topic, partition as i32, timeout)
+        .map_err(|e| SinkError::Kafka(format!("watermarks of {topic}/{partition}: {e}")))?;
+    let high = high.max(0) as u64;
+    let mut out = Vec::new();
+    if from >= high {
+        return Ok(out);
+    }
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(
+        topic,
+        partition as i32,
+        rdkafka::Offset::Offset(from as i64),
+    )
+    .map_err(|e| SinkError::Kafka(format!("assign {topic}/{partition}: {e}")))?;
+    consumer
+        .assign(&tpl)
+        .map_err(|e| SinkError::Kafka(format!("assign {topic}/{partition}: {e}")))?;
+    let t0 = Instant::now();
+    let mut next = from;
+    while next < high {
+        if t0.elapsed() > timeout {
+            return Err(SinkError::Kafka(format!(
+                "reading {topic}/{partition} from {from} to {high} timed out at {next}"
+            )));
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let off = m.offset().max(0) as u64;
+                if off < next {
+                    continue;
+                }
+                next = off + 1;
+                out.push(record_identity(
+                    topic,
+                    m.key().unwrap_or_default(),
+                    m.payload().unwrap_or_default(),
+                ));
+            }
+            Some(Err(e)) => {
+                tracing::warn!(topic, partition, "tail read error, retrying: {e}");
+            }
+            None => {}
+        }
+    }
+    Ok(out)
+}
+
+/// The high watermark of every partition of `topics`.
+pub fn high_watermarks(
+    config: &ClientConfig,
+    topics: &[&str],
+    timeout: Duration,
+) -> Result<Vec<(String, u32, u64)>, SinkError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let mut c = config.clone();
+    c.set("group.id", "tidemark-marks");
+    let consumer: BaseConsumer = c
+        .create()
+        .map_err(|e| SinkError::Kafka(format!("marks consumer: {e}")))?;
+    let mut out = Vec::new();
+    for topic in topics {
+        let md = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|e| SinkError::Kafka(format!("metadata of {topic}: {e}")))?;
+        let n = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == *topic)
+            .map_or(0, |t| t.partitions().len());
+        for p in 0..n as i32 {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p, timeout)
+                .map_err(|e| SinkError::Kafka(format!("watermarks of {topic}/{p}: {e}")))?;
+            out.push(((*topic).to_owned(), p as u32, high.max(0) as u64));
+        }
+    }
+    Ok(out)
 }

@@ -24,3 +24,9 @@ pub fn manifest_file(basis_id: &str) -> String {
 
 /// The prefix holding manifests.
 pub const MANIFEST_PREFIX: &str = "archive/manifests";
+
+/// The prefix holding commit records (not primary truths: the run's own progress).
+pub const COMMIT_PREFIX: &str = "ckpt/commits";
+
+/// The prefix holding the idle journal (wall-clock decisions, re-read on restart).
+pub const IDLE_PREFIX: &str = "ckpt/idle";

@@ -5,12 +5,13 @@
 //! - [`parquet`]: canonical Parquet encodings of archive rows, receipts and quarantine records
 //!   (fixed row-group size, fixed writer metadata) and their decoders.
 //! - [`manifest`]: the archive manifest (files, sha256, row counts, logical-time ranges, basis).
-//! - [`writers`]: timely operators that encode closed batches and receipt chunks, write them,
-//!   and assemble the manifest once the run's frontier is complete.
+//! - [`writers`]: timely operators that encode closed batches and receipt chunks and write them.
+//! - [`commit`]: the durability barrier, commit points under `ckpt/` and the manifest.
 //! - [`kafka`]: the idempotent Kafka producer and the operator appending streams to topics.
 //! - [`layout`]: object paths under the prefixes of SPEC §2.
 
 pub mod audit;
+pub mod commit;
 pub mod error;
 pub mod kafka;
 pub mod layout;

@@ -1,7 +1,8 @@
 //! Timely operators that write primary truths and assemble the manifest.
 //!
 //! Each writer holds one capability that trails its input frontier, so downstream (the
-//! manifest writer) sees its file entries before the frontier completes. Failures are recorded
+//! commit coordinator, [`crate::commit`]) sees its file entries before the frontier passes
+//! them. Failures are recorded
 //! in [`Failures`] instead of panicking the worker.
 
 use std::collections::BTreeMap;
@@ -13,10 +14,10 @@ use timely::dataflow::StreamVec;
 
 use tidemark_operators::hashing::sha256_hex;
 use tidemark_operators::ingest::{Admitted, Receipt, ReceiptStatus};
-use tidemark_operators::{ClosedBatch, Failures, LogicalTime, PartitionBasis};
+use tidemark_operators::{ClosedBatch, Failures, LogicalTime};
 
 use crate::layout;
-use crate::manifest::{basis_id, FileEntry, FileKind, Manifest, ReceiptCounts, MANIFEST_FORMAT};
+use crate::manifest::{FileEntry, FileKind, ReceiptCounts};
 use crate::parquet::{encode_archive, encode_quarantine, encode_receipts};
 use crate::store::WriteOnceStore;
 
@@ -33,7 +34,7 @@ fn trail(
     }
 }
 
-fn put(
+pub(crate) fn put(
     store: &WriteOnceStore,
     failures: &Failures,
     path: &str,
@@ -144,14 +145,18 @@ fn write_receipt_chunk(
         }
     }
     let mut out = Vec::new();
+    // The logical-time range of the chunk's candidates: a resumed run rebuilds dedup state
+    // from the receipt files whose range reaches into its dedup window.
+    let min_t = rows.iter().filter_map(|r| r.logical_time).min();
+    let max_t = rows.iter().filter_map(|r| r.logical_time).max();
     let entry = |path: String, kind, sha256, bytes, rows, counts| FileEntry {
         path,
         kind,
         sha256,
         bytes,
         rows,
-        min_logical_time: None,
-        max_logical_time: None,
+        min_logical_time: min_t,
+        max_logical_time: max_t,
         partition: Some(p),
         first_offset: Some(lo),
         last_offset: Some(hi),
@@ -244,73 +249,4 @@ pub fn write_receipts<'scope>(
             trail(&mut cap, frontier);
         }
     })
-}
-
-/// Fixed facts the manifest records about a run's configuration.
-#[derive(Clone, Debug)]
-pub struct ManifestMeta {
-    /// Policy revision.
-    pub policy_rev: String,
-    /// Archive interval (ms).
-    pub archive_interval_ms: u64,
-    /// Archive buckets.
-    pub buckets: u32,
-    /// Receipts per receipt file.
-    pub receipts_chunk: u64,
-}
-
-/// Gathers every file entry and partition basis on worker 0 and, once both inputs are complete,
-/// writes the manifest. Emits the manifest (on worker 0 only).
-pub fn write_manifest<'scope>(
-    files: StreamVec<'scope, LogicalTime, FileEntry>,
-    basis: StreamVec<'scope, LogicalTime, PartitionBasis>,
-    meta: ManifestMeta,
-    store: WriteOnceStore,
-    failures: Failures,
-) -> StreamVec<'scope, LogicalTime, Manifest> {
-    files.binary_frontier(
-        basis,
-        Exchange::new(|_: &FileEntry| 0),
-        Exchange::new(|_: &PartitionBasis| 0),
-        "WriteManifest",
-        move |cap, _info| {
-            let mut cap = Some(cap);
-            let mut entries: Vec<FileEntry> = Vec::new();
-            let mut parts: Vec<PartitionBasis> = Vec::new();
-            move |(in1, f1), (in2, f2), output| {
-                in1.for_each_stamp(|_c, data| data.for_each(|b| entries.append(b)));
-                in2.for_each_stamp(|_c, data| data.for_each(|b| parts.append(b)));
-                if f1.frontier().is_empty() && f2.frontier().is_empty() {
-                    if let Some(c) = cap.take() {
-                        if entries.is_empty() && parts.is_empty() {
-                            return;
-                        }
-                        entries.sort_by(|a, b| a.path.cmp(&b.path));
-                        parts.sort();
-                        let mut totals = ReceiptCounts::default();
-                        for e in &entries {
-                            if let Some(c) = &e.counts {
-                                totals.add(c);
-                            }
-                        }
-                        let manifest = Manifest {
-                            format: MANIFEST_FORMAT.to_owned(),
-                            basis_id: basis_id(&parts),
-                            policy_rev: meta.policy_rev.clone(),
-                            archive_interval_ms: meta.archive_interval_ms,
-                            buckets: meta.buckets,
-                            receipts_chunk: meta.receipts_chunk,
-                            basis: std::mem::take(&mut parts),
-                            totals,
-                            files: std::mem::take(&mut entries),
-                        };
-                        let path = layout::manifest_file(&manifest.basis_id);
-                        if put(&store, &failures, &path, manifest.to_bytes()).is_some() {
-                            output.session(&c).give(manifest);
-                        }
-                    }
-                }
-            }
-        },
-    )
 }

@@ -97,6 +97,33 @@ impl PartitionedSource for FileLog {
             line: Vec::with_capacity(1024),
         }))
     }
+
+    fn open_at(
+        &self,
+        partition: u32,
+        offset: u64,
+    ) -> Result<Box<dyn PartitionReader>, SourceError> {
+        let mut r = self.open(partition)?;
+        let mut skipped = Vec::new();
+        while r.next_offset() < offset {
+            skipped.clear();
+            let want = (offset - r.next_offset()).min(4096) as usize;
+            if r.poll(want, &mut skipped)? == ReadStatus::End && r.next_offset() < offset {
+                return Err(SourceError::BadInput {
+                    path: self
+                        .dir
+                        .join(partition_file_name(partition))
+                        .display()
+                        .to_string(),
+                    message: format!(
+                        "cannot resume at offset {offset}: the partition ends at {}",
+                        r.next_offset()
+                    ),
+                });
+            }
+        }
+        Ok(r)
+    }
 }
 
 struct FilePartitionReader {

@@ -205,6 +205,24 @@ impl PartitionedSource for KafkaSource {
     }
 
     fn open(&self, partition: u32) -> Result<Box<dyn PartitionReader>, SourceError> {
+        self.open_from(partition, None)
+    }
+
+    fn open_at(
+        &self,
+        partition: u32,
+        offset: u64,
+    ) -> Result<Box<dyn PartitionReader>, SourceError> {
+        self.open_from(partition, Some(offset))
+    }
+}
+
+impl KafkaSource {
+    fn open_from(
+        &self,
+        partition: u32,
+        at: Option<u64>,
+    ) -> Result<Box<dyn PartitionReader>, SourceError> {
         let consumer = self.consumer()?;
         let timeout = self.conn.request_timeout;
         let (low, high) = consumer
@@ -217,9 +235,10 @@ impl PartitionedSource for KafkaSource {
                 )
             })?;
         let (low, high) = (low.max(0) as u64, high.max(0) as u64);
-        let start = match &self.start {
-            KafkaStart::Beginning => low,
-            KafkaStart::Offsets(m) => m.get(&partition).copied().unwrap_or(low),
+        let start = match (&self.start, at) {
+            (_, Some(o)) => o,
+            (KafkaStart::Beginning, None) => low,
+            (KafkaStart::Offsets(m), None) => m.get(&partition).copied().unwrap_or(low),
         };
         if start < low {
             return Err(SourceError::BadInput {

@@ -21,6 +21,7 @@ pub use error::SourceError;
 pub use filelog::FileLog;
 pub use kafka::{KafkaConn, KafkaEnd, KafkaSource, KafkaStart};
 pub use source::{
-    ingress_source, PartitionBasis, PartitionReader, PartitionedSource, ReadStatus, SourceEvent,
-    SourceOptions,
+    ingress_source, BoundaryHook, CommitPart, IdleEntry, IdleJournal, OutputMark, PartitionBasis,
+    PartitionReader, PartitionResume, PartitionedSource, ReadStatus, SourceEvent, SourceOptions,
+    SourceResume,
 };

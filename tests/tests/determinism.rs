@@ -92,7 +92,7 @@ fn check_profile(profile: &Profile) {
             recs.len()
         );
     }
-    let t = first.manifest.totals;
+    let t = first.manifest().expect("manifest").totals;
     assert_eq!(t.total(), log.iter().map(Vec::len).sum::<usize>() as u64);
     assert!(t.quarantined > 0 && t.duplicate > 0 && t.admitted > 0);
 }

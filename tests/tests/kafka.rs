@@ -39,13 +39,16 @@ fn online_over_kafka_equals_replay_file_log_and_topics() {
     // Online, 1 process x 1 worker, publishing.
     let online = tmp.path().join("online");
     let out = k.run(&online, 1, true);
-    assert_eq!(out.manifest.totals.total(), 25_000);
-    assert!(out.manifest.totals.quarantined > 0 && out.manifest.totals.duplicate > 0);
+    assert_eq!(out.manifest().expect("manifest").totals.total(), 25_000);
+    assert!(
+        out.manifest().expect("manifest").totals.quarantined > 0
+            && out.manifest().expect("manifest").totals.duplicate > 0
+    );
     let audit = read_audit(&online);
     assert!(audit.len() > 15_000, "{} decisions", audit.len());
 
     // The basis is the Kafka offset range of every ingress partition.
-    let mut basis = out.manifest.basis.clone();
+    let mut basis = out.manifest().expect("manifest").basis.clone();
     basis.sort();
     let hw = tidemark_sources::KafkaSource::new(
         k.conn.clone(),
@@ -127,7 +130,7 @@ fn online_over_kafka_equals_replay_file_log_and_topics() {
             PointerEvent::Snapshot(_) => snapshots += 1,
         }
     }
-    for f in &out.manifest.files {
+    for f in &out.manifest().expect("manifest").files {
         assert_eq!(
             files.get(&f.path),
             Some(&f.sha256),
@@ -182,7 +185,7 @@ fn broker_restart_mid_run_loses_and_duplicates_nothing() {
     let out = outcome
         .expect("the run survives a broker restart")
         .expect("outcome");
-    assert_eq!(out.manifest.totals.total(), 60_000);
+    assert_eq!(out.manifest().expect("manifest").totals.total(), 60_000);
     let receipts = read_receipts(&data);
     assert_eq!(receipts.len(), 60_000);
     let offsets: BTreeSet<_> = receipts.iter().map(|r| r.coord).collect();
@@ -232,8 +235,8 @@ fn third_party_python_client_produces_ingress_and_reads_decisions() {
 
     let data = tmp.path().join("online");
     let out = k.run(&data, 1, true);
-    assert_eq!(out.manifest.totals.total(), 403);
-    assert_eq!(out.manifest.totals.admitted, 400);
+    assert_eq!(out.manifest().expect("manifest").totals.total(), 403);
+    assert_eq!(out.manifest().expect("manifest").totals.admitted, 400);
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     for r in read_receipts(&data) {
         if let Some(code) = r.reason {

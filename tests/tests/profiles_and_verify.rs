@@ -37,6 +37,7 @@ fn every_profile_parses_and_has_the_same_semantics() {
     let mut patched = low.clone();
     patched.name = local.name.clone();
     patched.ig.allowed_lateness = local.ig.allowed_lateness;
+    patched.source = local.source.clone();
     assert_eq!(patched, local);
     assert_ne!(low.policy_rev(), local.policy_rev());
     // Deployment profiles differ in wiring only: policy sections (and so policy_rev) are
@@ -113,7 +114,7 @@ fn verify_passes_then_fails_precisely() {
     assert!(report.ok(), "{:?}", report.problems);
     assert_eq!(report.receipts, 20_000);
 
-    let files = &out.manifest.files;
+    let files = &out.manifest().expect("manifest").files;
     let archive = files
         .iter()
         .find(|f| f.path.starts_with("archive/"))

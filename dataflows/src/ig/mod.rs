@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use timely::dataflow::operators::vec::{Map, Partition};
+use timely::dataflow::operators::vec::{Filter, Map};
 use timely::dataflow::operators::Concat;
 use timely::dataflow::StreamVec;
 
@@ -97,7 +97,7 @@ impl RecordStamper for IgStamper {
             };
             return Stamped::Now(self.quarantine(rec, rej, id));
         }
-        let watermark = clock.watermark().max(floor);
+        let watermark = clock.stamp_watermark().max(floor);
         let (logical_time, late_clamped) = if v.event_time >= watermark {
             clock.observe(v.event_time);
             (v.event_time, false)
@@ -173,22 +173,45 @@ pub fn gate<'scope>(
     dedup_window_ms: u64,
     policy_rev: Arc<str>,
 ) -> IgOutputs<'scope> {
-    let mut parts = items.partition(2, |item| match item {
-        IgItem::Candidate(c) => (0, Ok(c)),
-        IgItem::Quarantined(r) => (1, Err(r)),
-    });
-    let quarantined = parts.pop().expect("two parts").flat_map(|r| r.err());
-    let candidates = parts.pop().expect("two parts").flat_map(|c| c.ok());
-    let decided = candidates.dedup_window(dedup_window_ms);
+    let scope = items.scope();
+    let none =
+        timely::dataflow::operators::vec::ToStream::to_stream(Vec::<Candidate>::new(), scope);
+    gate_resumed(items, none, 0, dedup_window_ms, policy_rev)
+}
+
+/// [`gate`] for a run resuming from a commit at `resume_at`: `warm` carries the candidates of
+/// earlier receipts that dedup must have seen (they produce nothing), and re-read records
+/// stamped before `resume_at` get their receipts again but are not admitted a second time
+/// (their archive files and decisions are already durable).
+pub fn gate_resumed<'scope>(
+    items: StreamVec<'scope, LogicalTime, IgItem>,
+    warm: StreamVec<'scope, LogicalTime, Candidate>,
+    resume_at: LogicalTime,
+    dedup_window_ms: u64,
+    policy_rev: Arc<str>,
+) -> IgOutputs<'scope> {
+    use timely::dataflow::operators::OkErr;
+    type Split<'s, D> = StreamVec<'s, LogicalTime, D>;
+    let (candidates, quarantined): (Split<'scope, (Candidate, bool)>, Split<'scope, Receipt>) =
+        items.ok_err(|item| match item {
+            IgItem::Candidate(c) => Ok((c, false)),
+            IgItem::Quarantined(r) => Err(r),
+        });
+    let decided = candidates
+        .concat(warm.map(|c| (c, true)))
+        .dedup_window(dedup_window_ms)
+        .filter(|((_, warm), _)| !warm);
     let rev = policy_rev.clone();
-    let dedup_receipts = decided.clone().map(move |(c, d)| {
+    let dedup_receipts = decided.clone().map(move |((c, _), d)| {
         let status = match d {
             DedupDecision::First => ReceiptStatus::Admitted,
             DedupDecision::Duplicate => ReceiptStatus::Duplicate,
         };
         receipt_for(&c, status, &rev)
     });
-    let admitted = decided.flat_map(|(c, d)| (d == DedupDecision::First).then_some(c));
+    let admitted = decided.flat_map(move |((c, _), d)| {
+        (d == DedupDecision::First && c.logical_time >= resume_at).then_some(c)
+    });
     IgOutputs {
         admitted,
         receipts: quarantined.concat(dedup_receipts),

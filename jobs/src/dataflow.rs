@@ -1,0 +1,260 @@
+//! The online dataflow of one worker: ingress source → IG → decision stages → writers and
+//! publishing, the durability barrier and the commit coordinator. A resumed run adds its
+//! warm-up inputs (dedup candidates from receipts, decision state from the archive) and
+//! emits only from the commit boundary on.
+
+use std::sync::{Arc, Mutex};
+
+use timely::dataflow::operators::vec::{Filter, Map, ToStream};
+use timely::dataflow::operators::{Concat, Inspect, OkErr};
+use timely::dataflow::StreamVec;
+use timely::worker::Worker;
+
+use tidemark_dataflows::ig::{gate_resumed, IgItem, IgStamper};
+use tidemark_dataflows::pipeline::decide;
+use tidemark_operators::hashing::bucket_of;
+use tidemark_operators::ingest::Candidate;
+use tidemark_operators::time::millis;
+use tidemark_operators::{CloseIntervals, Failures, LogicalTime};
+use tidemark_sinks::audit::{write_audit, write_snapshots};
+use tidemark_sinks::commit::{
+    commit_coordinator, durability_barrier, CommitEvent, CommitInput, CommitSeed, ManifestMeta,
+};
+use tidemark_sinks::kafka::{KafkaProducer, ProduceTo};
+use tidemark_sinks::writers::{write_archive, write_receipts};
+use tidemark_sinks::WriteOnceStore;
+use tidemark_sources::archive::archive_source;
+use tidemark_sources::{
+    ingress_source, BoundaryHook, KafkaConn, OutputMark, PartitionedSource, SourceEvent,
+    SourceOptions,
+};
+
+use crate::broker::topics;
+use crate::config::Profile;
+use crate::publish::{admitted_record, decision_records, file_pointer, snapshot_pointer, Latency};
+use crate::resume::Resume;
+use crate::run::{decision_config, OutputStats};
+
+/// Everything a worker needs to build the online dataflow (shared by the workers of a
+/// process).
+pub struct Wiring {
+    /// The profile.
+    pub profile: Profile,
+    /// The ingress.
+    pub src: Arc<dyn PartitionedSource>,
+    /// The data root.
+    pub store: WriteOnceStore,
+    /// The process's producer, when publishing.
+    pub producer: Option<Arc<KafkaProducer>>,
+    /// The cluster published to.
+    pub publish: Option<KafkaConn>,
+    /// Run the decision stages.
+    pub decisions: bool,
+    /// The graceful-stop flag.
+    pub stop: Arc<std::sync::atomic::AtomicBool>,
+    /// What a resumed run continues from.
+    pub resume: Option<Arc<Resume>>,
+    /// Commits at or below this boundary exist already (not written again).
+    pub committed: LogicalTime,
+    /// Failures of the run.
+    pub failures: Failures,
+    /// Output counters.
+    pub stats: OutputStats,
+    /// Decision latency.
+    pub latency: Latency,
+    /// Commits and the manifest, as the coordinator reports them.
+    pub events: Arc<Mutex<Vec<CommitEvent>>>,
+}
+
+/// Unit stream carrying only the frontier of `s` (its data is dropped).
+fn frontier_of<'s, D: Clone + 'static>(
+    s: StreamVec<'s, LogicalTime, D>,
+) -> StreamVec<'s, LogicalTime, ()> {
+    s.filter(|_| false).map(|_| ())
+}
+
+fn boundary_hook(conn: &KafkaConn) -> BoundaryHook {
+    let config = conn.client_config();
+    let timeout = conn.request_timeout;
+    Arc::new(move |_boundary| {
+        let marks = tidemark_sinks::kafka::high_watermarks(
+            &config,
+            &[
+                topics::TRAFFIC,
+                topics::CONTROL,
+                topics::DECISIONS,
+                topics::AUDIT,
+            ],
+            timeout,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(marks
+            .into_iter()
+            .map(|(topic, partition, offset)| OutputMark {
+                topic,
+                partition,
+                offset,
+            })
+            .collect())
+    })
+}
+
+/// Builds the online dataflow on `worker`.
+pub fn build(worker: &mut Worker, w: &Wiring) {
+    let profile = &w.profile;
+    let failures = w.failures.clone();
+    let policy_rev: Arc<str> = profile.policy_rev().into();
+    let policy = Arc::new(profile.ig.clone());
+    let commit_ms = millis(profile.wiring.commit_interval);
+    let resume_at = w.resume.as_ref().map_or(0, |r| r.commit.boundary);
+    let mut sopts = SourceOptions::new(
+        millis(policy.allowed_lateness),
+        policy.idle_timeout,
+        profile.wiring.source_batch.max(1),
+    );
+    sopts.commit_ms = commit_ms;
+    sopts.chunk = profile.archive.receipts_chunk;
+    sopts.stop = w.stop.clone();
+    sopts.resume = w.resume.as_ref().map(|r| Arc::new(r.source.clone()));
+    sopts.journal = Some(crate::resume::idle_journal(w.store.clone()));
+    sopts.on_boundary = w.publish.as_ref().map(boundary_hook);
+    let start_floor = w
+        .resume
+        .as_ref()
+        .and_then(|r| r.commit.partitions.iter().map(|p| p.floor).min())
+        .unwrap_or(0);
+    let dcfg = match decision_config(profile, resume_at, None) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            failures.push(format!("decision configuration: {e:#}"));
+            return;
+        }
+    };
+    let meta = ManifestMeta {
+        policy_rev: policy_rev.to_string(),
+        decision_policy_rev: dcfg.policy_rev.clone(),
+        archive_interval_ms: millis(profile.archive.interval),
+        buckets: profile.archive.buckets,
+        receipts_chunk: profile.archive.receipts_chunk,
+        commit_ms,
+        partitions: w.src.partitions().unwrap_or_default(),
+    };
+    let seed = w
+        .resume
+        .as_ref()
+        .map(|r| r.seed.clone())
+        .unwrap_or(CommitSeed {
+            boundary: w.committed,
+            ..CommitSeed::default()
+        });
+    let dedup_ms = millis(policy.dedup_window);
+    let interval_ms = millis(profile.archive.interval);
+    let buckets = profile.archive.buckets;
+    let chunk = profile.archive.receipts_chunk;
+    let audit_ms = millis(profile.dla.audit_interval);
+    let decisions = w.decisions;
+    let index = worker.index();
+    let peers = worker.peers();
+    worker.dataflow::<u64, _, _>(|scope| {
+        let stamper = IgStamper::new(policy.clone(), policy_rev.clone());
+        let events = ingress_source(scope, w.src.clone(), stamper, sopts, failures.clone());
+        let (items, progress): (
+            StreamVec<'_, LogicalTime, IgItem>,
+            StreamVec<'_, LogicalTime, CommitInput>,
+        ) = events.ok_err(|e| match e {
+            SourceEvent::Item(i) => Ok(i),
+            SourceEvent::Basis(b) => Err(CommitInput::Basis(b)),
+            SourceEvent::Commit(p) => Err(CommitInput::Part(p)),
+        });
+        // Warm-up inputs of a resumed run, split over the workers.
+        let warm: Vec<Candidate> = w
+            .resume
+            .as_ref()
+            .map(|r| {
+                r.dedup_warm
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| i % peers == index)
+                    .map(|(_, c)| c.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let warm = warm.to_stream(scope);
+        let ig = gate_resumed(items, warm, resume_at, dedup_ms, policy_rev.clone());
+        let mut admitted = ig.admitted;
+        let mut watch: Vec<StreamVec<'_, LogicalTime, ()>> = Vec::new();
+        if let Some(p) = &w.producer {
+            admitted = admitted.produce_to(p.clone(), failures.clone(), admitted_record);
+            watch.push(frontier_of(admitted.clone()));
+        }
+        let mut state_input = admitted.clone().filter(move |_| decisions);
+        if let (Some(r), true) = (&w.resume, decisions) {
+            let warm_from = resume_at.saturating_sub(dcfg.max_window_ms());
+            let rows = archive_source(
+                scope,
+                r.archive_files.clone(),
+                r.archive_reader.clone(),
+                0,
+                Some(resume_at),
+                failures.clone(),
+            )
+            .filter(move |a| a.logical_time >= warm_from || a.event_type == "dl.posture.v1");
+            state_input = state_input.concat(rows);
+        }
+        let outs = decide(state_input, dcfg.clone(), failures.clone());
+        let (st1, st2) = (w.stats.clone(), w.stats.clone());
+        let mut audit = outs.audit.inspect(move |r| st1.decision(r));
+        let mut snapshots = outs.snapshots;
+        if let Some(p) = &w.producer {
+            let lat = w.latency.clone();
+            audit = audit
+                .inspect(move |r| lat.record(r.source_record_ts))
+                .produce_to(p.clone(), failures.clone(), decision_records);
+            snapshots = snapshots.produce_to(p.clone(), failures.clone(), snapshot_pointer);
+            watch.push(frontier_of(audit.clone()));
+            watch.push(frontier_of(snapshots.clone()));
+        }
+        let audit_files = write_audit(
+            audit.close_intervals("CloseAudit", audit_ms, |r| (r.logical_time, r.bucket)),
+            w.store.clone(),
+            failures.clone(),
+        );
+        write_snapshots(snapshots, w.store.clone(), failures.clone())
+            .inspect(move |_| st2.snapshot());
+        let closed = admitted.close_intervals("CloseArchive", interval_ms, move |a| {
+            (a.logical_time, bucket_of(&a.partition_key, buckets))
+        });
+        let archive_files = write_archive(closed, w.store.clone(), failures.clone());
+        let receipt_files = write_receipts(ig.receipts, chunk, w.store.clone(), failures.clone());
+        let mut files = archive_files.concat(receipt_files).concat(audit_files);
+        if let Some(p) = &w.producer {
+            files = files.produce_to(p.clone(), failures.clone(), file_pointer);
+            watch.push(frontier_of(files.clone()));
+        }
+        let watched = watch
+            .into_iter()
+            .reduce(|a, b| a.concat(b))
+            .unwrap_or_else(|| Vec::<()>::new().to_stream(scope));
+        let tokens = durability_barrier(
+            watched,
+            commit_ms,
+            start_floor,
+            w.producer.clone(),
+            failures.clone(),
+        );
+        let sink = w.events.clone();
+        let on_commit = Arc::new(move |e: CommitEvent| {
+            if let Ok(mut g) = sink.lock() {
+                g.push(e);
+            }
+        });
+        commit_coordinator(
+            files.map(CommitInput::File).concat(progress).concat(tokens),
+            meta,
+            seed,
+            w.store.clone(),
+            failures.clone(),
+            on_commit,
+        );
+    });
+}

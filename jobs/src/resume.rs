@@ -1,0 +1,258 @@
+//! What a `run` finds in its data root before it starts (SPEC §12): a lease so that one run
+//! writes a root at a time, the latest commit to resume from, and the inputs a resumed run
+//! needs to continue exactly: dedup state from receipts, decision state from the archive, the
+//! idle journal, and the identities of output records already published above the commit's
+//! marks.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use tidemark_operators::hashing::sha256_hex;
+use tidemark_operators::ingest::{Admitted, Candidate};
+use tidemark_operators::LogicalTime;
+use tidemark_sinks::commit::{CommitRecord, CommitSeed};
+use tidemark_sinks::layout::{COMMIT_PREFIX, IDLE_PREFIX, MANIFEST_PREFIX};
+use tidemark_sinks::manifest::FileKind;
+use tidemark_sinks::parquet::{decode_archive, decode_receipts};
+use tidemark_sinks::WriteOnceStore;
+use tidemark_sources::archive::ArchiveReader;
+use tidemark_sources::{IdleEntry, IdleJournal, SourceResume};
+
+/// An exclusive lease on a data root: a `flock` on `<root>/.tidemark.lock`, released by the
+/// kernel when the holder exits or dies, so a crashed holder's lease is taken over safely.
+pub struct Lease {
+    _file: File,
+    path: PathBuf,
+}
+
+impl Lease {
+    /// Takes the lease or fails with a clear error naming the holder.
+    pub fn acquire(root: &Path) -> Result<Lease> {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsRawFd;
+        std::fs::create_dir_all(root)
+            .with_context(|| format!("cannot create data directory {}", root.display()))?;
+        let path = root.join(".tidemark.lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("cannot open lease file {}", path.display()))?;
+        // SAFETY: flock on a file descriptor we own; no memory is shared.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            bail!(
+                "data root {} is held by another run ({}): one writer per data root; stop that run first",
+                root.display(),
+                holder.trim()
+            );
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(
+            file,
+            "pid {} since {}",
+            std::process::id(),
+            crate::wallclock::now_rfc3339()
+        )?;
+        Ok(Lease { _file: file, path })
+    }
+
+    /// The lease file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The state of a data root before a run.
+pub struct RootState {
+    /// The latest commit, if any.
+    pub commit: Option<CommitRecord>,
+    /// Manifests present (a completed bounded run sealed the root).
+    pub manifests: Vec<String>,
+}
+
+impl RootState {
+    /// Reads the latest commit and the manifests.
+    pub fn load(store: &WriteOnceStore) -> Result<RootState> {
+        let manifests = store.list(MANIFEST_PREFIX)?;
+        let commits = store.list(COMMIT_PREFIX)?;
+        let commit = match commits.last() {
+            Some(p) => {
+                let bytes = store.get(p)?;
+                Some(
+                    serde_json::from_slice::<CommitRecord>(&bytes)
+                        .with_context(|| format!("unreadable commit {p}"))?,
+                )
+            }
+            None => None,
+        };
+        Ok(RootState { commit, manifests })
+    }
+}
+
+/// Everything a resumed run starts from.
+pub struct Resume {
+    /// The commit.
+    pub commit: CommitRecord,
+    /// Source state per partition, with the idle journal.
+    pub source: SourceResume,
+    /// Candidates dedup must have seen (from receipts of closed chunks).
+    pub dedup_warm: Vec<Candidate>,
+    /// Archive files (interval start, path) feeding decision state, with their digests.
+    pub archive_files: Vec<(LogicalTime, String)>,
+    /// Reads an archive file, checking its sha256 against the commit.
+    pub archive_reader: ArchiveReader,
+    /// The coordinator's seed.
+    pub seed: CommitSeed,
+}
+
+/// Builds the resume inputs from `commit`. `dedup_ms` is the dedup window.
+pub fn prepare(
+    store: &WriteOnceStore,
+    commit: CommitRecord,
+    dedup_ms: u64,
+    archive_interval_ms: u64,
+) -> Result<Resume> {
+    let resume_at: BTreeMap<u32, u64> = commit
+        .partitions
+        .iter()
+        .map(|p| (p.partition, p.offset))
+        .collect();
+    let floor = commit.partitions.iter().map(|p| p.floor).min().unwrap_or(0);
+    let warm_from = floor.saturating_sub(dedup_ms);
+    let mut dedup_warm = Vec::new();
+    for f in commit
+        .files
+        .iter()
+        .filter(|f| f.kind == FileKind::Receipts)
+        .filter(|f| f.max_logical_time.is_some_and(|m| m >= warm_from))
+    {
+        let bytes = store.get(&f.path)?;
+        if sha256_hex(&bytes) != f.sha256 {
+            bail!(
+                "{}: sha256 does not match the commit: the root was altered",
+                f.path
+            );
+        }
+        for r in decode_receipts(bytes, &f.path)? {
+            let before_resume = resume_at
+                .get(&r.coord.partition)
+                .is_some_and(|o| r.coord.offset < *o);
+            if !before_resume {
+                continue;
+            }
+            if let Some(c) = Candidate::from_receipt(&r).filter(|c| c.logical_time >= warm_from) {
+                dedup_warm.push(c);
+            }
+        }
+    }
+    dedup_warm.sort();
+    let mut archive_files = Vec::new();
+    let mut digests: BTreeMap<String, String> = BTreeMap::new();
+    for f in commit.files.iter().filter(|f| f.kind == FileKind::Archive) {
+        let start = tidemark_operators::time::interval_start(
+            f.min_logical_time.unwrap_or(0),
+            archive_interval_ms,
+        );
+        archive_files.push((start, f.path.clone()));
+        digests.insert(f.path.clone(), f.sha256.clone());
+    }
+    let reader_store = store.clone();
+    let archive_reader: ArchiveReader =
+        Arc::new(move |path: &str| -> Result<Vec<Admitted>, String> {
+            let bytes = reader_store.get(path).map_err(|e| e.to_string())?;
+            if digests.get(path) != Some(&sha256_hex(&bytes)) {
+                return Err("sha256 does not match the commit: the archive was altered".into());
+            }
+            decode_archive(bytes, path).map_err(|e| e.to_string())
+        });
+    let source = SourceResume {
+        partitions: commit
+            .partitions
+            .iter()
+            .map(|p| (p.partition, p.clone()))
+            .collect(),
+        idle_history: idle_history(store)?,
+    };
+    let seed = CommitSeed {
+        files: commit.files.clone(),
+        basis_start: commit.basis_start.clone(),
+        boundary: commit.boundary,
+    };
+    Ok(Resume {
+        commit,
+        source,
+        dedup_warm,
+        archive_files,
+        archive_reader,
+        seed,
+    })
+}
+
+/// The idle journal: per partition, `(offset, floor)` sorted by offset.
+pub fn idle_history(store: &WriteOnceStore) -> Result<BTreeMap<u32, Vec<(u64, LogicalTime)>>> {
+    let mut out: BTreeMap<u32, Vec<(u64, LogicalTime)>> = BTreeMap::new();
+    for p in store.list(IDLE_PREFIX)? {
+        let bytes = store.get(&p)?;
+        let entries: Vec<IdleEntry> =
+            serde_json::from_slice(&bytes).with_context(|| format!("unreadable idle entry {p}"))?;
+        for e in entries {
+            out.entry(e.partition)
+                .or_default()
+                .push((e.offset, e.floor));
+        }
+    }
+    for v in out.values_mut() {
+        v.sort_unstable();
+    }
+    Ok(out)
+}
+
+/// A journal writing each batch of idle-floor raises write-once under `ckpt/idle/`.
+pub fn idle_journal(store: WriteOnceStore) -> IdleJournal {
+    Arc::new(move |entries: &[IdleEntry]| {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let path = format!(
+            "{IDLE_PREFIX}/f={:016}-p={:05}.json",
+            first.floor, first.partition
+        );
+        let bytes = serde_json::to_vec(entries).map_err(|e| e.to_string())?;
+        store
+            .put_once(&path, bytes)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// The identities of every output record published at or above `commit`'s marks.
+pub fn published_tail(
+    config: &rdkafka::config::ClientConfig,
+    commit: &CommitRecord,
+) -> Result<Vec<u128>> {
+    let mut out = Vec::new();
+    for m in &commit.marks {
+        out.extend(
+            tidemark_sinks::kafka::published_since(
+                config,
+                &m.topic,
+                m.partition,
+                m.offset,
+                Duration::from_secs(120),
+            )
+            .with_context(|| format!("reading what {}/{} already holds", m.topic, m.partition))?,
+        );
+    }
+    Ok(out)
+}
