@@ -165,6 +165,11 @@ pub fn build(worker: &mut Worker, w: &Wiring) {
             SourceEvent::Item(i) => Ok(i),
             SourceEvent::Basis(b) => Err(CommitInput::Basis(b)),
             SourceEvent::Commit(p) => Err(CommitInput::Part(p)),
+            // Consumed inside the source operator's feedback loop; never reaches here.
+            SourceEvent::IdleMax(_) => Err(CommitInput::Token {
+                worker: usize::MAX,
+                boundary: 0,
+            }),
         });
         // Warm-up inputs of a resumed run, split over the workers.
         let warm: Vec<Candidate> = w
@@ -185,8 +190,8 @@ pub fn build(worker: &mut Worker, w: &Wiring) {
         let mut watch: Vec<StreamVec<'_, LogicalTime, ()>> = Vec::new();
         if let Some(p) = &w.producer {
             admitted = admitted.produce_to(p.clone(), failures.clone(), admitted_record);
-            watch.push(frontier_of(admitted.clone()));
         }
+        watch.push(frontier_of(admitted.clone()));
         let mut state_input = admitted.clone().filter(move |_| decisions);
         if let (Some(r), true) = (&w.resume, decisions) {
             let warm_from = resume_at.saturating_sub(dcfg.max_window_ms());
@@ -211,9 +216,9 @@ pub fn build(worker: &mut Worker, w: &Wiring) {
                 .inspect(move |r| lat.record(r.source_record_ts))
                 .produce_to(p.clone(), failures.clone(), decision_records);
             snapshots = snapshots.produce_to(p.clone(), failures.clone(), snapshot_pointer);
-            watch.push(frontier_of(audit.clone()));
-            watch.push(frontier_of(snapshots.clone()));
         }
+        watch.push(frontier_of(audit.clone()));
+        watch.push(frontier_of(snapshots.clone()));
         let audit_files = write_audit(
             audit.close_intervals("CloseAudit", audit_ms, |r| (r.logical_time, r.bucket)),
             w.store.clone(),
@@ -229,8 +234,8 @@ pub fn build(worker: &mut Worker, w: &Wiring) {
         let mut files = archive_files.concat(receipt_files).concat(audit_files);
         if let Some(p) = &w.producer {
             files = files.produce_to(p.clone(), failures.clone(), file_pointer);
-            watch.push(frontier_of(files.clone()));
         }
+        watch.push(frontier_of(files.clone()));
         let watched = watch
             .into_iter()
             .reduce(|a, b| a.concat(b))

@@ -224,9 +224,10 @@ pub fn idle_journal(store: WriteOnceStore) -> IdleJournal {
         let Some(first) = entries.first() else {
             return Ok(());
         };
+        // Named by the whole decision: the same raise re-decided is the same object.
         let path = format!(
-            "{IDLE_PREFIX}/f={:016}-p={:05}.json",
-            first.floor, first.partition
+            "{IDLE_PREFIX}/f={:016}-p={:05}-o={:012}.json",
+            first.floor, first.partition, first.offset
         );
         let bytes = serde_json::to_vec(entries).map_err(|e| e.to_string())?;
         store

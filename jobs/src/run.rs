@@ -438,6 +438,61 @@ fn check_root(
     })
 }
 
+/// The genesis commit of a fresh root: every partition from its first offset with a fresh
+/// clock, and the output topics' current ends as marks.
+fn genesis_commit(
+    profile: &Profile,
+    dcfg: &DecisionConfig,
+    src: &dyn PartitionedSource,
+    publish: Option<&KafkaConn>,
+) -> Result<tidemark_sinks::commit::CommitRecord> {
+    let mut partitions = Vec::new();
+    let mut basis_start = BTreeMap::new();
+    for p in src.partitions()? {
+        let first = src.open(p)?.next_offset();
+        basis_start.insert(p, first);
+        partitions.push(tidemark_operators::commit::PartitionResume {
+            partition: p,
+            first_offset: first,
+            offset: first,
+            clock: tidemark_operators::PartitionClock::new(millis(profile.ig.allowed_lateness)),
+            floor: 0,
+        });
+    }
+    let marks = match publish {
+        Some(conn) => tidemark_sinks::kafka::high_watermarks(
+            &conn.client_config(),
+            &[
+                crate::broker::topics::TRAFFIC,
+                crate::broker::topics::CONTROL,
+                crate::broker::topics::DECISIONS,
+                crate::broker::topics::AUDIT,
+            ],
+            conn.request_timeout,
+        )?
+        .into_iter()
+        .map(
+            |(topic, partition, offset)| tidemark_operators::commit::OutputMark {
+                topic,
+                partition,
+                offset,
+            },
+        )
+        .collect(),
+        None => Vec::new(),
+    };
+    Ok(tidemark_sinks::commit::CommitRecord {
+        format: tidemark_sinks::commit::COMMIT_FORMAT.to_owned(),
+        boundary: 0,
+        policy_rev: profile.policy_rev(),
+        decision_policy_rev: dcfg.policy_rev.clone(),
+        partitions,
+        marks,
+        basis_start,
+        files: Vec::new(),
+    })
+}
+
 /// Runs the pipeline as one process of `opts.cluster`. Process 0 returns the outcome; other
 /// processes return `None`. See the module docs for commits and resume.
 pub fn run_with(
@@ -464,8 +519,11 @@ pub fn run_with(
     let dcfg = decision_config(profile, 0, None)?;
     let plan = check_root(profile, ingress, &store, &dcfg, opts)?;
     let resume = plan.resume;
-    let resumed_from = resume.as_ref().map(|r| r.commit.boundary);
-    if let (Some(r), 0) = (&resume, opts.cluster.process) {
+    let resumed_from = resume
+        .as_ref()
+        .map(|r| r.commit.boundary)
+        .filter(|b| *b > 0);
+    if let (Some(r), 0, Some(_)) = (&resume, opts.cluster.process, resumed_from) {
         eprintln!(
             "run: resuming from commit {} ({}): re-reading {} and rebuilding state from the archive",
             r.commit.boundary,
@@ -479,6 +537,22 @@ pub fn run_with(
         );
     }
     let src = ingress.open()?;
+    // A fresh root gets a genesis commit (boundary 0) before anything is published: a run
+    // killed before its first real commit then resumes from it instead of starting over
+    // blind, and knows which output records are already on the topics.
+    let resume = match (resume, opts.cluster.process) {
+        (None, 0) if plan.committed == 0 => {
+            let genesis = genesis_commit(profile, &dcfg, src.as_ref(), opts.publish.as_ref())?;
+            store.put_once(&tidemark_sinks::commit::commit_file(0), genesis.to_bytes())?;
+            Some(crate::resume::prepare(
+                &store,
+                genesis,
+                millis(profile.ig.dedup_window),
+                millis(profile.archive.interval),
+            )?)
+        }
+        (r, _) => r,
+    };
     let producer = match &opts.publish {
         Some(conn) => {
             let p = KafkaProducer::new(&conn.client_config()).context("cannot publish to Kafka")?;

@@ -66,13 +66,7 @@ where
                     };
                     for batch in data {
                         for d in batch.drain(..) {
-                            let entry = pending
-                                .entry(d.time())
-                                .or_insert_with(|| (cap.clone(), Vec::new()));
-                            if cap.time() < entry.0.time() {
-                                entry.0 = cap.clone();
-                            }
-                            entry.1.push(d);
+                            crate::keyed::stash(&mut pending, &cap, d.time(), d);
                         }
                     }
                 });

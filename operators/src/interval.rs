@@ -74,11 +74,14 @@ where
                         for row in batch.drain(..) {
                             let (time, bucket) = key(&row);
                             let start = interval_start(time, len);
+                            // Held at the interval's start (never below the message's
+                            // time): an open interval must not hold the frontier further back.
+                            let at = start.max(*cap.time());
                             let entry = pending
                                 .entry(start)
-                                .or_insert_with(|| (cap.clone(), BTreeMap::new()));
-                            if cap.time() < entry.0.time() {
-                                entry.0 = cap.clone();
+                                .or_insert_with(|| (cap.delayed(&at), BTreeMap::new()));
+                            if at < *entry.0.time() {
+                                entry.0 = cap.delayed(&at);
                             }
                             entry.1.entry(bucket).or_default().push(row);
                         }

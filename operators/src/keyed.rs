@@ -38,18 +38,21 @@ pub fn fold_max<'a>(
     }
 }
 
-/// Buffers `item` at logical `time`, keeping for each time the least capability that
-/// delivered something at it (any capability `<=` the time is valid for its outputs).
+/// Buffers `item` at logical `time` under a capability for `time` (or for the message's time
+/// when that is later, which a well-formed input never has).
 pub fn stash<D>(
     pending: &mut Pending<D>,
     cap: &Capability<LogicalTime>,
     time: LogicalTime,
     item: D,
 ) {
+    // Hold the capability at the item's own logical time (never below the message's): a
+    // message's time can trail the logical times it carries by a whole activation, and a
+    // buffered item must not hold the output frontier further back than its own time.
     let e = pending
         .entry(time)
-        .or_insert_with(|| (cap.clone(), Vec::new()));
-    if cap.time() < e.0.time() {
+        .or_insert_with(|| (cap.delayed(&time.max(*cap.time())), Vec::new()));
+    if cap.time() > &time && cap.time() < e.0.time() {
         e.0 = cap.clone();
     }
     e.1.push(item);

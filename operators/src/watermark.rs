@@ -79,6 +79,7 @@ pub struct WorkerClock {
     partitions: BTreeMap<u32, PartitionClock>,
     floor: LogicalTime,
     idle_step: u64,
+    peer_max: Option<LogicalTime>,
 }
 
 /// An idle-floor raise decided by [`WorkerClock::advance`]: partition `partition`'s idle floor
@@ -101,7 +102,28 @@ impl WorkerClock {
                 .collect(),
             floor: 0,
             idle_step: 0,
+            peer_max: None,
         }
+    }
+
+    /// The largest event time other all-idle workers have reported: when this worker is all
+    /// idle too it releases past it, so every worker ends past the global maximum.
+    pub fn set_peer_max(&mut self, m: Option<LogicalTime>) {
+        self.peer_max = m;
+    }
+
+    /// When every unfinished partition is idle, the largest event time they have seen.
+    pub fn all_idle_max(&self) -> Option<LogicalTime> {
+        let mut live = self.partitions.values().filter(|c| !c.finished).peekable();
+        live.peek()?;
+        let mut max = None;
+        for c in live {
+            if !c.idle {
+                return None;
+            }
+            max = max.max(c.max);
+        }
+        max
     }
 
     /// Restores a worker clock from saved partition clocks and frontier (a resumed run).
@@ -110,6 +132,7 @@ impl WorkerClock {
             partitions,
             floor,
             idle_step: 0,
+            peer_max: None,
         }
     }
 
@@ -164,7 +187,8 @@ impl WorkerClock {
     /// Recomputes the frontier and returns it with the idle-floor raises it implies
     /// (`None` when all partitions are finished). The frontier is the minimum watermark over
     /// unfinished, non-idle partitions; when every unfinished partition is idle, one past the
-    /// largest event time any of them has seen (or unchanged if none has seen any). Above an
+    /// largest event time any of them (or any all-idle peer worker) has seen (or unchanged if
+    /// none has seen any). Above an
     /// idle partition's own stamp watermark it moves only in steps of `idle_step` (or to the
     /// all-idle release). It never moves backwards.
     pub fn advance(&mut self) -> Option<(LogicalTime, Vec<IdleRaise>)> {
@@ -191,6 +215,7 @@ impl WorkerClock {
             None => live
                 .iter()
                 .filter_map(|c| c.max)
+                .chain(self.peer_max)
                 .max()
                 .map_or(self.floor, |m| m.saturating_add(1)),
         };

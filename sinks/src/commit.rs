@@ -173,7 +173,20 @@ pub fn durability_barrier<'scope>(
                         c.downgrade(&b);
                     }
                 }
-                None => cap = None,
+                None => {
+                    // Every input is complete: everything is durable once flushed.
+                    if let Some(p) = &producer {
+                        if let Err(e) = p.flush(std::time::Duration::from_secs(300)) {
+                            failures.push(format!("flushing at the end: {e}"));
+                            return;
+                        }
+                    }
+                    output.session(&*c).give(CommitInput::Token {
+                        worker,
+                        boundary: LogicalTime::MAX,
+                    });
+                    cap = None;
+                }
             }
         }
     })
@@ -215,6 +228,7 @@ impl Coordinator {
                     self.boundaries.insert(p.boundary);
                 }
             }
+            CommitInput::Token { worker, .. } if worker >= self.peers => {}
             CommitInput::Token { worker, boundary } => {
                 let t = self.tokens.entry(worker).or_default();
                 *t = (*t).max(boundary);
@@ -230,6 +244,7 @@ impl Coordinator {
         } else {
             None
         };
+        tracing::debug!(tokens = ?self.tokens, boundaries = ?self.boundaries, committed = self.committed, "commit_due");
         let Some(tokens_min) = tokens_min else { return };
         let due: Vec<LogicalTime> = self
             .boundaries

@@ -24,7 +24,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::{ConnectLoop, Feedback, OkErr};
 use timely::dataflow::{Scope, StreamVec};
 
 pub use tidemark_operators::commit::{CommitPart, IdleEntry, OutputMark, PartitionResume};
@@ -76,6 +79,9 @@ pub enum SourceEvent<O> {
     Basis(PartitionBasis),
     /// The worker's frontier passed a commit boundary.
     Commit(CommitPart),
+    /// Every partition of the worker is idle and this is the largest event time it has seen
+    /// (fed back to every worker's source; not for downstream use).
+    IdleMax(LogicalTime),
 }
 
 /// Makes idle-floor raises durable; called before the frontier they imply is released.
@@ -190,198 +196,228 @@ where
 {
     let index = scope.index();
     let peers = scope.peers();
-    source(scope, "IngressSource", move |mut cap, info| {
-        let activator = scope.activator_for(info.address);
-        let mut assigned: Vec<Assigned> = Vec::new();
-        let resume = opts.resume.clone().unwrap_or_default();
-        let mut clocks = BTreeMap::new();
-        let mut floor: Option<LogicalTime> = None;
-        match src.partitions() {
-            Ok(parts) => {
-                for p in parts.into_iter().filter(|p| *p as usize % peers == index) {
-                    let (opened, clock) = match resume.partitions.get(&p) {
-                        Some(r) => {
-                            let mut clock = r.clock.clone();
-                            clock.reset_idle();
-                            floor = Some(floor.map_or(r.floor, |f: LogicalTime| f.min(r.floor)));
-                            (src.open_at(p, r.offset), clock)
-                        }
-                        None => (src.open(p), PartitionClock::new(opts.lateness_ms)),
-                    };
-                    match opened {
-                        Ok(reader) => {
-                            let start = reader.next_offset();
-                            let mut chunk_marks = BTreeMap::new();
-                            chunk_marks.insert(start, (clock.clone(), floor.unwrap_or(0)));
-                            clocks.insert(p, clock);
-                            assigned.push(Assigned {
-                                start,
-                                reader,
-                                last_data: Instant::now(),
-                                done: false,
-                                chunk_marks,
-                                ahead: BTreeMap::new(),
-                                history: resume
-                                    .idle_history
-                                    .get(&p)
-                                    .map(|h| h.iter().copied().filter(|e| e.0 >= start).collect())
-                                    .unwrap_or_default(),
-                            })
-                        }
-                        Err(e) => failures.push(format!("source partition {p}: {e}")),
-                    }
-                }
-            }
-            Err(e) => failures.push(format!("source: {e}")),
-        }
-        let floor = floor.unwrap_or(0);
-        // Chunk marks record the worker frontier as restored.
-        for a in assigned.iter_mut() {
-            for v in a.chunk_marks.values_mut() {
-                v.1 = floor;
-            }
-        }
-        cap.downgrade(&floor);
-        let mut clock = WorkerClock::restore(clocks, floor).with_idle_step(opts.idle_step_ms);
-        let commit_ms = opts.commit_ms;
-        let chunk = opts.chunk.max(1);
-        let mut passed: LogicalTime = if commit_ms > 0 {
-            floor / commit_ms * commit_ms
-        } else {
-            0
-        };
-        let mut cap = Some(cap);
-        let mut buf: Vec<RawRecord> = Vec::with_capacity(opts.batch);
-        move |output| {
-            let Some(c) = cap.as_mut() else { return };
-            if opts.stop.load(Ordering::Relaxed) || failures.any() {
-                // Stop reading; hold the frontier where it is (nothing is closed early).
-                return;
-            }
-            let mut any_idle = false;
-            for a in assigned.iter_mut().filter(|a| !a.done) {
-                let p = a.reader.partition();
-                buf.clear();
-                let status = match a.reader.poll(opts.batch, &mut buf) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        failures.push(format!("source partition {p}: {e}"));
-                        return;
-                    }
-                };
-                let now = Instant::now();
-                if !buf.is_empty() {
-                    a.last_data = now;
-                    clock.set_idle(p, false);
-                } else if status == ReadStatus::Idle
-                    && now.duration_since(a.last_data) >= opts.idle_timeout
-                {
-                    clock.set_idle(p, true);
-                }
-                any_idle |= status == ReadStatus::Idle;
-                let wfloor = clock.floor();
-                let Some(pclock) = clock.partition_mut(p) else {
-                    continue;
-                };
-                let mut session = output.session(&*c);
-                for rec in buf.drain(..) {
-                    let offset = rec.coord.offset;
-                    while a.history.front().is_some_and(|h| h.0 <= offset) {
-                        if let Some((_, f)) = a.history.pop_front() {
-                            pclock.raise_idle_floor(f);
-                        }
-                    }
-                    if commit_ms > 0 && offset % chunk == 0 && offset > a.start {
-                        a.chunk_marks.insert(offset, (pclock.clone(), wfloor));
-                    }
-                    match stamper.stamp(rec, pclock, wfloor) {
-                        Stamped::At(t, o) => {
-                            if t < wfloor {
-                                failures.push(format!(
-                                    "bug: record stamped at {t} below the frontier {wfloor}"
-                                ));
+    // All-idle workers tell every source the largest event time they have seen, so that
+    // when traffic stops every worker releases past the global maximum, not only its own.
+    let (handle, idle_maxima) = scope.feedback::<Vec<LogicalTime>>(1);
+    let events: StreamVec<'scope, LogicalTime, SourceEvent<S::Output>> =
+        idle_maxima.unary(Pipeline, "IngressSource", move |mut cap, info| {
+            let activator = scope.activator_for(info.address);
+            let mut assigned: Vec<Assigned> = Vec::new();
+            let resume = opts.resume.clone().unwrap_or_default();
+            let mut clocks = BTreeMap::new();
+            let mut floor: Option<LogicalTime> = None;
+            match src.partitions() {
+                Ok(parts) => {
+                    for p in parts.into_iter().filter(|p| *p as usize % peers == index) {
+                        let (opened, clock) = match resume.partitions.get(&p) {
+                            Some(r) => {
+                                let mut clock = r.clock.clone();
+                                clock.reset_idle();
+                                floor =
+                                    Some(floor.map_or(r.floor, |f: LogicalTime| f.min(r.floor)));
+                                (src.open_at(p, r.offset), clock)
                             }
-                            if commit_ms > 0 && t >= passed {
-                                a.ahead.insert(offset, t);
-                            }
-                            session.give(SourceEvent::Item(o));
-                        }
-                        Stamped::Now(o) => session.give(SourceEvent::Item(o)),
-                    }
-                }
-                if status == ReadStatus::End {
-                    a.done = true;
-                    session.give(SourceEvent::Basis(PartitionBasis {
-                        partition: p,
-                        start: a.start,
-                        end: a.reader.next_offset(),
-                    }));
-                    clock.finish(p);
-                }
-            }
-            match clock.advance() {
-                Some((f, raises)) => {
-                    if !raises.is_empty() {
-                        if let Some(journal) = &opts.journal {
-                            let entries: Vec<IdleEntry> = raises
-                                .iter()
-                                .map(|r| IdleEntry {
-                                    partition: r.partition,
-                                    offset: assigned
-                                        .iter()
-                                        .find(|a| a.reader.partition() == r.partition)
-                                        .map_or(0, |a| a.reader.next_offset()),
-                                    floor: r.floor,
-                                })
-                                .collect();
-                            if let Err(e) = journal(&entries) {
-                                failures.push(format!("idle journal: {e}"));
-                                return;
-                            }
-                        }
-                    }
-                    if commit_ms > 0 && f / commit_ms * commit_ms > passed {
-                        let boundary = f / commit_ms * commit_ms;
-                        let mut parts = Vec::new();
-                        for a in assigned.iter_mut() {
-                            a.ahead.retain(|_, t| *t >= boundary);
-                            match a.resume_state(chunk) {
-                                Some(r) => parts.push(r),
-                                None => failures.push(format!(
-                                    "bug: no clock mark for the resume offset of partition {}",
-                                    a.reader.partition()
-                                )),
-                            }
-                        }
-                        let marks = match &opts.on_boundary {
-                            Some(hook) => match hook(boundary) {
-                                Ok(m) => m,
-                                Err(e) => {
-                                    failures.push(format!("commit boundary {boundary}: {e}"));
-                                    return;
-                                }
-                            },
-                            None => Vec::new(),
+                            None => (src.open(p), PartitionClock::new(opts.lateness_ms)),
                         };
-                        output.session(&*c).give(SourceEvent::Commit(CommitPart {
-                            boundary,
-                            partitions: parts,
-                            marks,
-                        }));
-                        passed = boundary;
+                        match opened {
+                            Ok(reader) => {
+                                let start = reader.next_offset();
+                                let mut chunk_marks = BTreeMap::new();
+                                chunk_marks.insert(start, (clock.clone(), floor.unwrap_or(0)));
+                                clocks.insert(p, clock);
+                                assigned.push(Assigned {
+                                    start,
+                                    reader,
+                                    last_data: Instant::now(),
+                                    done: false,
+                                    chunk_marks,
+                                    ahead: BTreeMap::new(),
+                                    history: resume
+                                        .idle_history
+                                        .get(&p)
+                                        .map(|h| {
+                                            h.iter().copied().filter(|e| e.0 >= start).collect()
+                                        })
+                                        .unwrap_or_default(),
+                                })
+                            }
+                            Err(e) => failures.push(format!("source partition {p}: {e}")),
+                        }
                     }
-                    c.downgrade(&f);
                 }
-                None => {
-                    cap = None;
+                Err(e) => failures.push(format!("source: {e}")),
+            }
+            let floor = floor.unwrap_or(0);
+            // Chunk marks record the worker frontier as restored.
+            for a in assigned.iter_mut() {
+                for v in a.chunk_marks.values_mut() {
+                    v.1 = floor;
+                }
+            }
+            cap.downgrade(&floor);
+            let mut clock = WorkerClock::restore(clocks, floor).with_idle_step(opts.idle_step_ms);
+            let commit_ms = opts.commit_ms;
+            let chunk = opts.chunk.max(1);
+            let mut passed: LogicalTime = if commit_ms > 0 {
+                floor / commit_ms * commit_ms
+            } else {
+                0
+            };
+            let mut cap = Some(cap);
+            let mut buf: Vec<RawRecord> = Vec::with_capacity(opts.batch);
+            let mut others_max: Option<LogicalTime> = None;
+            let mut proposed: Option<LogicalTime> = None;
+            move |input, output| {
+                input.for_each(|_, data| {
+                    for m in data.drain(..) {
+                        others_max = Some(others_max.map_or(m, |o| o.max(m)));
+                    }
+                });
+                clock.set_peer_max(others_max);
+                let Some(c) = cap.as_mut() else { return };
+                if opts.stop.load(Ordering::Relaxed) || failures.any() {
+                    // Stop reading; hold the frontier where it is (nothing is closed early).
                     return;
                 }
+                let mut any_idle = false;
+                for a in assigned.iter_mut().filter(|a| !a.done) {
+                    let p = a.reader.partition();
+                    buf.clear();
+                    let status = match a.reader.poll(opts.batch, &mut buf) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            failures.push(format!("source partition {p}: {e}"));
+                            return;
+                        }
+                    };
+                    let now = Instant::now();
+                    if !buf.is_empty() {
+                        a.last_data = now;
+                        clock.set_idle(p, false);
+                    } else if status == ReadStatus::Idle
+                        && now.duration_since(a.last_data) >= opts.idle_timeout
+                    {
+                        clock.set_idle(p, true);
+                    }
+                    any_idle |= status == ReadStatus::Idle;
+                    let wfloor = clock.floor();
+                    let Some(pclock) = clock.partition_mut(p) else {
+                        continue;
+                    };
+                    let mut session = output.session(&*c);
+                    for rec in buf.drain(..) {
+                        let offset = rec.coord.offset;
+                        while a.history.front().is_some_and(|h| h.0 <= offset) {
+                            if let Some((_, f)) = a.history.pop_front() {
+                                pclock.raise_idle_floor(f);
+                            }
+                        }
+                        if commit_ms > 0 && offset % chunk == 0 && offset > a.start {
+                            a.chunk_marks.insert(offset, (pclock.clone(), wfloor));
+                        }
+                        match stamper.stamp(rec, pclock, wfloor) {
+                            Stamped::At(t, o) => {
+                                if t < wfloor {
+                                    failures.push(format!(
+                                        "bug: record stamped at {t} below the frontier {wfloor}"
+                                    ));
+                                }
+                                if commit_ms > 0 && t >= passed {
+                                    a.ahead.insert(offset, t);
+                                }
+                                session.give(SourceEvent::Item(o));
+                            }
+                            Stamped::Now(o) => session.give(SourceEvent::Item(o)),
+                        }
+                    }
+                    if status == ReadStatus::End {
+                        a.done = true;
+                        session.give(SourceEvent::Basis(PartitionBasis {
+                            partition: p,
+                            start: a.start,
+                            end: a.reader.next_offset(),
+                        }));
+                        clock.finish(p);
+                    }
+                }
+                if let Some(m) = clock.all_idle_max() {
+                    if proposed.is_none_or(|p| p < m) {
+                        output.session(&*c).give(SourceEvent::IdleMax(m));
+                        proposed = Some(m);
+                    }
+                }
+                match clock.advance() {
+                    Some((f, raises)) => {
+                        if !raises.is_empty() {
+                            if let Some(journal) = &opts.journal {
+                                let entries: Vec<IdleEntry> = raises
+                                    .iter()
+                                    .map(|r| IdleEntry {
+                                        partition: r.partition,
+                                        offset: assigned
+                                            .iter()
+                                            .find(|a| a.reader.partition() == r.partition)
+                                            .map_or(0, |a| a.reader.next_offset()),
+                                        floor: r.floor,
+                                    })
+                                    .collect();
+                                if let Err(e) = journal(&entries) {
+                                    failures.push(format!("idle journal: {e}"));
+                                    return;
+                                }
+                            }
+                        }
+                        if commit_ms > 0 && f / commit_ms * commit_ms > passed {
+                            let boundary = f / commit_ms * commit_ms;
+                            let mut parts = Vec::new();
+                            for a in assigned.iter_mut() {
+                                a.ahead.retain(|_, t| *t >= boundary);
+                                match a.resume_state(chunk) {
+                                    Some(r) => parts.push(r),
+                                    None => failures.push(format!(
+                                        "bug: no clock mark for the resume offset of partition {}",
+                                        a.reader.partition()
+                                    )),
+                                }
+                            }
+                            let marks = match &opts.on_boundary {
+                                Some(hook) => match hook(boundary) {
+                                    Ok(m) => m,
+                                    Err(e) => {
+                                        failures.push(format!("commit boundary {boundary}: {e}"));
+                                        return;
+                                    }
+                                },
+                                None => Vec::new(),
+                            };
+                            output.session(&*c).give(SourceEvent::Commit(CommitPart {
+                                boundary,
+                                partitions: parts,
+                                marks,
+                            }));
+                            passed = boundary;
+                        }
+                        c.downgrade(&f);
+                    }
+                    None => {
+                        cap = None;
+                        return;
+                    }
+                }
+                if any_idle {
+                    activator.activate_after(Duration::from_millis(5));
+                } else {
+                    activator.activate();
+                }
             }
-            if any_idle {
-                activator.activate_after(Duration::from_millis(5));
-            } else {
-                activator.activate();
-            }
-        }
-    })
+        });
+    let (events, maxima): (
+        StreamVec<'scope, LogicalTime, SourceEvent<S::Output>>,
+        StreamVec<'scope, LogicalTime, LogicalTime>,
+    ) = events.ok_err(|e| match e {
+        SourceEvent::IdleMax(m) => Err(m),
+        other => Ok(other),
+    });
+    maxima.broadcast().connect_loop(handle);
+    events
 }

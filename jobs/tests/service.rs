@@ -1,0 +1,439 @@
+//! The online run as a continuous service, in its real mode: the `tidemark` binary running
+//! `run --until none` against a real tansu broker, stopped by signals and killed with SIGKILL.
+//!
+//! Every scenario ends with a bounded catch-up (`--until latest`, which seals the root) and is
+//! compared with an uninterrupted bounded run of the same topic: byte-identical primary truths
+//! and manifest, `verify` passing, every decision on `fp.bus.decisions.v1` exactly once and
+//! equal to the audit log, and the traffic/control topics holding exactly the archive's
+//! envelopes, once each. `scripts/soak.sh` runs the kill matrix over more seeds.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tidemark_jobs::broker::{ensure_topics, free_port, topic_layout, topics, LocalBroker, Storage};
+use tidemark_jobs::config::{self, Profile};
+use tidemark_jobs::demo::{audit_rows, decisions_from_topic};
+use tidemark_jobs::kafka::{produce_world, read_topic};
+use tidemark_jobs::world::WorldConfig;
+use tidemark_sources::KafkaConn;
+
+const PROFILE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/profiles/service.toml"
+);
+
+fn tidemark() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tidemark"))
+}
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+}
+
+struct Env {
+    _broker: LocalBroker,
+    conn: KafkaConn,
+    dir: tempfile::TempDir,
+    profile: Profile,
+}
+
+impl Env {
+    /// A broker with the topics and a world of `events` records (seed `seed`) in the ingress
+    /// topic: 20 records per simulated second, so 6,000 records span 5 one-minute commits.
+    fn new(seed: u64, events: u64) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = LocalBroker::start(
+            0,
+            Storage::Sqlite(dir.path().join("broker")),
+            &dir.path().join("broker.log"),
+        )
+        .unwrap_or_else(|e| panic!("cannot start the local broker: {e:#}"));
+        let profile = config::load(PROFILE).unwrap();
+        let conn = profile.kafka_conn(Some(&broker.addr()));
+        ensure_topics(&conn, &topic_layout(&profile)).unwrap();
+        let world = WorldConfig {
+            events,
+            seed,
+            partitions: 4,
+            bad_rate: 0.02,
+            rate_per_sec: 20.0,
+            ..Default::default()
+        };
+        produce_world(&conn, &world, false, &mut |_, _| {}).unwrap();
+        Env {
+            _broker: broker,
+            conn,
+            dir,
+            profile,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn run_args(&self, data: &Path) -> Vec<String> {
+        vec![
+            "run".into(),
+            "--profile".into(),
+            PROFILE.into(),
+            "--brokers".into(),
+            self.conn.brokers.clone(),
+            "--data".into(),
+            data.display().to_string(),
+        ]
+    }
+
+    /// An uninterrupted bounded run, not publishing: the reference.
+    fn reference(&self) -> PathBuf {
+        let data = self.path("reference");
+        let out = tidemark()
+            .args(self.run_args(&data))
+            .args(["--until", "latest", "--no-publish"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        data
+    }
+
+    /// Starts the service (`--until none`, publishing) as `processes` x `threads`.
+    fn start(&self, data: &Path, threads: usize, processes: usize, hostfile: &Path) -> Vec<Child> {
+        (0..processes)
+            .map(|p| {
+                let mut cmd = tidemark();
+                cmd.args(self.run_args(data))
+                    .args(["-w", &threads.to_string()])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+                if processes > 1 {
+                    cmd.args(["-n", &processes.to_string(), "-p", &p.to_string()])
+                        .arg("--hostfile")
+                        .arg(hostfile);
+                }
+                cmd.spawn().unwrap()
+            })
+            .collect()
+    }
+}
+
+fn signal(children: &[Child], sig: libc::c_int) {
+    for c in children {
+        // SAFETY: sending a signal to a child process we spawned.
+        unsafe {
+            libc::kill(c.id() as libc::pid_t, sig);
+        }
+    }
+}
+
+fn wait_all(children: Vec<Child>) -> Vec<Output> {
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect()
+}
+
+fn count_files(root: &Path, sub: &str) -> usize {
+    let mut n = 0;
+    let mut stack = vec![root.join(sub)];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// Every primary-truth file (and the manifests) as path → bytes.
+fn truths(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for sub in ["archive", "ig", "dla", "ofp"] {
+        let mut stack = vec![root.join(sub)];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    let rel = p.strip_prefix(root).unwrap().display().to_string();
+                    out.insert(rel, std::fs::read(&p).unwrap());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The end-state checks shared by every scenario.
+fn assert_equals_reference(env: &Env, data: &Path, reference: &Path, what: &str) {
+    let (got, want) = (truths(data), truths(reference));
+    assert!(want.keys().any(|k| k.starts_with("archive/manifests/")));
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "{what}: file lists differ"
+    );
+    for (path, bytes) in &want {
+        assert!(got[path] == *bytes, "{what}: {path} differs");
+    }
+    let v = tidemark()
+        .args(["verify", "--data"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{what}: verify: {}", text(&v));
+    // Every decision exactly once on the topic, equal to the audit log.
+    let topic = decisions_from_topic(&env.conn).unwrap();
+    let audit = audit_rows(data).unwrap();
+    let mut ids: Vec<&str> = topic.iter().map(|a| a.decision_id.as_str()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), topic.len(), "{what}: a decision appears twice");
+    assert!(
+        topic == audit,
+        "{what}: decisions topic ({}) differs from the audit log ({})",
+        topic.len(),
+        audit.len()
+    );
+    // Traffic + control hold exactly the archive's envelopes, once each.
+    let mut published: Vec<Vec<u8>> = [topics::TRAFFIC, topics::CONTROL]
+        .iter()
+        .flat_map(|t| read_topic(&env.conn, t).unwrap())
+        .map(|r| r.bytes)
+        .collect();
+    published.sort();
+    let mut archived: Vec<Vec<u8>> = Vec::new();
+    for (path, bytes) in truths(data) {
+        if path.starts_with("archive/t=") {
+            archived.extend(
+                tidemark_sinks::parquet::decode_archive(bytes.into(), &path)
+                    .unwrap()
+                    .into_iter()
+                    .map(|a| a.envelope.into_bytes()),
+            );
+        }
+    }
+    archived.sort();
+    assert_eq!(
+        published.len(),
+        archived.len(),
+        "{what}: traffic/control count"
+    );
+    assert!(
+        published == archived,
+        "{what}: traffic/control differ from the archive"
+    );
+}
+
+/// Deterministic pseudo-random numbers for kill points.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo).max(1)
+    }
+}
+
+/// Kills the service 3 times with SIGKILL (at 20–90% of the receipts written, the second kill
+/// shortly after a restart, during recovery), restarts it each time, lets the last one decide
+/// everything, stops it with SIGTERM (exit 0), seals with a bounded run and compares.
+fn kill_matrix(seed: u64, threads: usize, processes: usize) {
+    let env = Env::new(seed, 6_000);
+    let reference = env.reference();
+    let expected = audit_rows(&reference).unwrap().len();
+    let chunks = count_files(&reference, "ig/receipts");
+    let data = env.path("service");
+    let hostfile = env.path("hosts");
+    let ports: Vec<String> = (0..processes)
+        .map(|_| format!("127.0.0.1:{}", free_port().unwrap()))
+        .collect();
+    std::fs::write(&hostfile, ports.join("\n")).unwrap();
+    let mut rng = Lcg(seed * 7919 + threads as u64 * 31 + processes as u64);
+    let what = format!("seed {seed}, {processes} process(es) x {threads} worker(s)");
+    for kill in 0..3 {
+        let children = env.start(&data, threads, processes, &hostfile);
+        let t0 = Instant::now();
+        if kill == 1 {
+            // During recovery: shortly after the restart, while state is being rebuilt.
+            std::thread::sleep(Duration::from_millis(rng.range(200, 1_500)));
+        } else {
+            let target = (chunks as u64 * rng.range(20, 90) / 100).max(1) as usize;
+            while count_files(&data, "ig/receipts") < target
+                && t0.elapsed() < Duration::from_secs(60)
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        signal(&children, libc::SIGKILL);
+        for o in wait_all(children) {
+            assert!(!o.status.success(), "{what}: a killed run cannot succeed");
+        }
+    }
+    // The last run: every decision must reach the topic (the partitions go idle and release
+    // the frontier), then SIGTERM stops it cleanly.
+    let children = env.start(&data, threads, processes, &hostfile);
+    let t0 = Instant::now();
+    loop {
+        let n = decisions_from_topic(&env.conn)
+            .map(|d| d.len())
+            .unwrap_or(0);
+        if n >= expected {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "{what}: only {n} of {expected} decisions published after 90 s"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    signal(&children, libc::SIGTERM);
+    for o in wait_all(children) {
+        assert!(
+            o.status.success(),
+            "{what}: SIGTERM must exit 0: {}",
+            text(&o)
+        );
+    }
+    let v = tidemark()
+        .args(["verify", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!v.status.success(), "{what}: a stopped run is not complete");
+    assert!(text(&v).contains("incomplete"), "{}", text(&v));
+    // Seal: a bounded catch-up resumes from the last commit and writes the manifest.
+    let out = tidemark()
+        .args(env.run_args(&data))
+        .args(["--until", "latest", "-w", &threads.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{what}: {}", text(&out));
+    assert!(text(&out).contains("resumed from commit"), "{}", text(&out));
+    assert_equals_reference(&env, &data, &reference, &what);
+}
+
+#[test]
+fn kill_matrix_one_worker() {
+    kill_matrix(11, 1, 1);
+}
+
+#[test]
+fn kill_matrix_two_workers() {
+    kill_matrix(12, 2, 1);
+}
+
+#[test]
+fn kill_matrix_two_processes() {
+    kill_matrix(13, 1, 2);
+}
+
+/// Continuous mode over a backlog: every decision reaches the topic once the partitions go
+/// idle (2 s), without any bound on the run, and equals the bounded run's.
+#[test]
+fn backlog_is_decided_without_an_end_and_sigterm_then_restart_continues() {
+    let env = Env::new(5, 4_000);
+    let reference = env.reference();
+    let expected = audit_rows(&reference).unwrap().len();
+    let data = env.path("service");
+    let hostfile = env.path("hosts");
+    let children = env.start(&data, 1, 1, &hostfile);
+    let t0 = Instant::now();
+    let mut n = 0;
+    while n < expected {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "only {n} of {expected} decisions published after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        n = decisions_from_topic(&env.conn)
+            .map(|d| d.len())
+            .unwrap_or(0);
+    }
+    signal(&children, libc::SIGTERM);
+    let outs = wait_all(children);
+    assert!(outs[0].status.success(), "{}", text(&outs[0]));
+    assert!(text(&outs[0]).contains("stopped"), "{}", text(&outs[0]));
+    // A second run on the held root is refused while the first one runs.
+    let children = env.start(&data, 1, 1, &hostfile);
+    std::thread::sleep(Duration::from_millis(500));
+    let second = tidemark().args(env.run_args(&data)).output().unwrap();
+    assert!(!second.status.success());
+    assert!(
+        text(&second).contains("held by another run"),
+        "{}",
+        text(&second)
+    );
+    signal(&children, libc::SIGTERM);
+    for o in wait_all(children) {
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(text(&o).contains("resumed from commit"), "{}", text(&o));
+    }
+    let out = tidemark()
+        .args(env.run_args(&data))
+        .args(["--until", "latest"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_equals_reference(&env, &data, &reference, "SIGTERM + restart");
+    // The sealed root takes no more appends.
+    let again = tidemark().args(env.run_args(&data)).output().unwrap();
+    assert!(!again.status.success());
+    assert!(text(&again).contains("sealed"), "{}", text(&again));
+}
+
+/// `--from` on a fresh root would decide from cold state: refused.
+#[test]
+fn from_on_a_fresh_root_is_refused() {
+    let env = Env::new(3, 500);
+    let out = tidemark()
+        .args(env.run_args(&env.path("fresh")))
+        .args(["--from", "0:100", "--until", "latest"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("cold state"), "{}", text(&out));
+}
+
+/// A run that fails (a damaged file log) leaves no manifest that verify accepts.
+#[test]
+fn a_failed_run_is_reported_incomplete() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("log");
+    let w = tidemark()
+        .args(["world", "--events", "3000", "--out"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(w.status.success(), "{}", text(&w));
+    // Truncate partition 1 in the middle of a record.
+    let p1 = log.join("partition-00001.log");
+    let bytes = std::fs::read(&p1).unwrap();
+    std::fs::write(&p1, &bytes[..bytes.len() / 2]).unwrap();
+    let data = tmp.path().join("data");
+    let out = tidemark()
+        .args(["run", "--profile", PROFILE, "--ingress"])
+        .arg(format!("file:{}", log.display()))
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!text(&out).contains("panicked"), "{}", text(&out));
+    let v = tidemark()
+        .args(["verify", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!v.status.success(), "verify must not accept a failed run");
+    assert!(text(&v).contains("incomplete"), "{}", text(&v));
+}
