@@ -56,6 +56,9 @@ pub struct Wiring {
     pub resume: Option<Arc<Resume>>,
     /// Commits at or below this boundary exist already (not written again).
     pub committed: LogicalTime,
+    /// `(t, marks)`: an interrupted run already published outputs up to logical time `t`
+    /// above these marks (the resumed commit's); boundaries up to `t` keep them.
+    pub mark_cap: Option<(LogicalTime, Vec<OutputMark>)>,
     /// Failures of the run.
     pub failures: Failures,
     /// Output counters.
@@ -73,10 +76,17 @@ fn frontier_of<'s, D: Clone + 'static>(
     s.filter(|_| false).map(|_| ())
 }
 
-fn boundary_hook(conn: &KafkaConn) -> BoundaryHook {
+fn boundary_hook(conn: &KafkaConn, cap: Option<(LogicalTime, Vec<OutputMark>)>) -> BoundaryHook {
     let config = conn.client_config();
     let timeout = conn.request_timeout;
-    Arc::new(move |_boundary| {
+    Arc::new(move |boundary| {
+        // Copies of outputs of time >= boundary published by an interrupted run lie above the
+        // resumed commit's marks, not above the topics' current ends.
+        if let Some((t, marks)) = &cap {
+            if boundary <= *t {
+                return Ok(marks.clone());
+            }
+        }
         let marks = tidemark_sinks::kafka::high_watermarks(
             &config,
             &[
@@ -117,7 +127,10 @@ pub fn build(worker: &mut Worker, w: &Wiring) {
     sopts.stop = w.stop.clone();
     sopts.resume = w.resume.as_ref().map(|r| Arc::new(r.source.clone()));
     sopts.journal = Some(crate::resume::idle_journal(w.store.clone()));
-    sopts.on_boundary = w.publish.as_ref().map(boundary_hook);
+    sopts.on_boundary = w
+        .publish
+        .as_ref()
+        .map(|c| boundary_hook(c, w.mark_cap.clone()));
     let start_floor = w
         .resume
         .as_ref()

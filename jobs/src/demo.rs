@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use tidemark_sinks::WriteOnceStore;
-use tidemark_sources::{KafkaEnd, KafkaStart};
+use tidemark_sources::{KafkaEnd, KafkaSource, KafkaStart};
 
 use crate::broker::{ensure_topics, topic_layout, topics, LocalBroker, Storage};
 use crate::config::{self, Profile};
@@ -223,9 +223,11 @@ fn check_and_replay(
 }
 
 /// The Kafka demo: starts tansu on a free loopback port, creates the topics, produces a live
-/// world at `rate` records/s while the online run consumes it (bounded at the world's end
-/// offsets), then verifies, prints the summary and latency percentiles, replays from the
-/// archive, and checks the decisions read back from `fp.bus.decisions.v1` against the replay.
+/// world at `rate` records/s while the continuous online run (`run --until none`, its own
+/// process) consumes it; stops that run with SIGTERM half-way, resumes it (bounded at the
+/// world's end offsets, which seals the root), then verifies, prints the summary and latency
+/// percentiles, replays from the archive, and checks the decisions read back from
+/// `fp.bus.decisions.v1` (each exactly once) against the replay.
 pub fn kafka_demo(
     events: u64,
     rate: f64,
@@ -235,6 +237,7 @@ pub fn kafka_demo(
 ) -> Result<()> {
     std::fs::create_dir_all(root)?;
     let data = root.join("data");
+    let profile_arg = profile;
     let profile = config::load(profile)?;
     let broker = LocalBroker::start(
         0,
@@ -280,6 +283,48 @@ pub fn kafka_demo(
             Ok(())
         })
     };
+    // Phase 1: the continuous service (`run --until none`) in its own process while the world
+    // streams in, stopped with SIGTERM half-way.
+    let total: u64 = ends.values().sum();
+    let exe = std::env::current_exe().context("cannot find the tidemark binary")?;
+    let mut child = std::process::Command::new(exe)
+        .args(["run", "--until", "none", "-w", &workers.to_string()])
+        .args(["--profile", profile_arg, "--brokers", &conn.brokers])
+        .arg("--data")
+        .arg(&data)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot start the online run")?;
+    let probe = KafkaSource::new(
+        conn.clone(),
+        topics::INGRESS,
+        KafkaStart::Beginning,
+        KafkaEnd::Latest,
+    );
+    loop {
+        let sent: u64 = probe.high_watermarks()?.values().sum();
+        if sent * 2 >= total || child.try_wait()?.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    println!(
+        "demo: SIGTERM to the online run (pid {}) with half the world sent",
+        child.id()
+    );
+    // SAFETY: signalling our own child process.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let stopped = child.wait_with_output()?;
+    for line in String::from_utf8_lossy(&stopped.stdout).lines() {
+        println!("  {line}");
+    }
+    if !stopped.status.success() {
+        bail!("the online run did not stop cleanly: {}", stopped.status);
+    }
+    // Phase 2: the same command resumes from the last commit by itself, here bounded at the
+    // world's end so the demo can seal the root and compare.
     let ingress = Ingress::Kafka {
         conn: conn.clone(),
         topic: topics::INGRESS.to_owned(),
@@ -302,6 +347,11 @@ pub fn kafka_demo(
     print_run(&out);
     check_and_replay(&profile, &data, &truth_csv, root, workers)?;
     let topic = decisions_from_topic(&conn)?;
+    let mut ids: Vec<&str> = topic.iter().map(|a| a.decision_id.as_str()).collect();
+    ids.dedup();
+    if ids.len() != topic.len() {
+        bail!("{} holds a decision twice", topics::DECISIONS);
+    }
     let replayed = audit_rows(&root.join("replay"))?;
     if topic != replayed {
         bail!(
@@ -312,7 +362,7 @@ pub fn kafka_demo(
         );
     }
     println!(
-        "decisions topic: {} decisions read back from {}, equal to the replay: MATCH",
+        "decisions topic: {} decisions read back from {}, each exactly once, equal to the replay: MATCH",
         topic.len(),
         topics::DECISIONS
     );

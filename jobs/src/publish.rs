@@ -116,7 +116,8 @@ pub fn decision_records(r: &AuditRecord, emit: &mut Emit<'_>) {
 /// A written file → pointer event keyed by its path.
 pub fn file_pointer(f: &FileEntry, emit: &mut Emit<'_>) {
     if let Some(payload) = tagged("file.written.v1", f) {
-        let ts = f.max_logical_time.map(|t| t as i64);
+        // Always a logical time (never the broker's clock): restarts read it back.
+        let ts = Some(f.max_logical_time.unwrap_or(0) as i64);
         emit.send(topics::AUDIT, f.path.as_bytes(), &payload, ts);
     }
 }

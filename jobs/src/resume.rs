@@ -237,23 +237,36 @@ pub fn idle_journal(store: WriteOnceStore) -> IdleJournal {
     })
 }
 
-/// The identities of every output record published at or above `commit`'s marks.
+/// What interrupted runs already published above a commit's marks.
+#[derive(Clone, Debug, Default)]
+pub struct PublishedTail {
+    /// Identities of the records (skipped when regenerated).
+    pub ids: Vec<u128>,
+    /// The largest logical time among them: until the frontier passes it, new commits keep
+    /// the resumed commit's marks (copies of outputs of later boundaries lie above them).
+    pub max_time: Option<u64>,
+}
+
+/// The output records published at or above `commit`'s marks.
 pub fn published_tail(
     config: &rdkafka::config::ClientConfig,
     commit: &CommitRecord,
-) -> Result<Vec<u128>> {
-    let mut out = Vec::new();
+) -> Result<PublishedTail> {
+    let mut out = PublishedTail::default();
     for m in &commit.marks {
-        out.extend(
-            tidemark_sinks::kafka::published_since(
-                config,
-                &m.topic,
-                m.partition,
-                m.offset,
-                Duration::from_secs(120),
-            )
-            .with_context(|| format!("reading what {}/{} already holds", m.topic, m.partition))?,
-        );
+        let records = tidemark_sinks::kafka::published_since(
+            config,
+            &m.topic,
+            m.partition,
+            m.offset,
+            Duration::from_secs(120),
+        )
+        .with_context(|| format!("reading what {}/{} already holds", m.topic, m.partition))?;
+        for (id, ts) in records {
+            out.ids.push(id);
+            let t = ts.max(0) as u64;
+            out.max_time = Some(out.max_time.map_or(t, |m| m.max(t)));
+        }
     }
     Ok(out)
 }

@@ -553,14 +553,16 @@ pub fn run_with(
         }
         (r, _) => r,
     };
+    let mut mark_cap = None;
     let producer = match &opts.publish {
         Some(conn) => {
             let p = KafkaProducer::new(&conn.client_config()).context("cannot publish to Kafka")?;
             if let Some(r) = &resume {
-                p.skip_existing(crate::resume::published_tail(
-                    &conn.client_config(),
-                    &r.commit,
-                )?);
+                let tail = crate::resume::published_tail(&conn.client_config(), &r.commit)?;
+                if let Some(t) = tail.max_time {
+                    mark_cap = Some((t, r.commit.marks.clone()));
+                }
+                p.skip_existing(tail.ids);
             }
             Some(Arc::new(p))
         }
@@ -581,6 +583,7 @@ pub fn run_with(
         stop: opts.stop.clone(),
         resume: resume.map(Arc::new),
         committed: plan.committed,
+        mark_cap,
         failures: failures.clone(),
         stats: stats.clone(),
         latency: latency.clone(),

@@ -218,6 +218,29 @@ fn assert_equals_reference(env: &Env, data: &Path, reference: &Path, what: &str)
         }
     }
     archived.sort();
+    let mut dups: Vec<String> = published
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| String::from_utf8_lossy(&w[0]).chars().take(300).collect())
+        .collect();
+    dups.dedup();
+    assert!(
+        dups.is_empty(),
+        "{what}: {} envelopes published more than once, e.g. {:?}",
+        dups.len(),
+        dups.iter().take(3).collect::<Vec<_>>()
+    );
+    let extra: Vec<String> = published
+        .iter()
+        .filter(|p| archived.binary_search(p).is_err())
+        .map(|p| String::from_utf8_lossy(p).chars().take(400).collect())
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "{what}: {} published envelopes are not in the archive, e.g. {:?}",
+        extra.len(),
+        extra.iter().take(2).collect::<Vec<_>>()
+    );
     assert_eq!(
         published.len(),
         archived.len(),

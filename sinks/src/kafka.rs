@@ -402,7 +402,8 @@ impl<'scope, D: Clone + 'static> ProduceTo<'scope, D> for StreamVec<'scope, Logi
 }
 
 /// Reads every record of `topic` partition `partition` from `from` up to its current end and
-/// returns their identities ([`record_identity`]): what an interrupted run already published
+/// returns their identities ([`record_identity`]) with their record timestamps (tidemark
+/// stamps every output record with a logical time): what an interrupted run already published
 /// above a commit's marks.
 pub fn published_since(
     config: &ClientConfig,
@@ -410,7 +411,7 @@ pub fn published_since(
     partition: u32,
     from: u64,
     timeout: Duration,
-) -> Result<Vec<u128>, SinkError> {
+) -> Result<Vec<(u128, i64)>, SinkError> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::Message;
     let mut c = config.clone();
@@ -454,10 +455,13 @@ pub fn published_since(
                     continue;
                 }
                 next = off + 1;
-                out.push(record_identity(
-                    topic,
-                    m.key().unwrap_or_default(),
-                    m.payload().unwrap_or_default(),
+                out.push((
+                    record_identity(
+                        topic,
+                        m.key().unwrap_or_default(),
+                        m.payload().unwrap_or_default(),
+                    ),
+                    m.timestamp().to_millis().unwrap_or(0),
                 ));
             }
             Some(Err(e)) => {
