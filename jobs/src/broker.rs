@@ -208,6 +208,16 @@ impl LocalBroker {
         terminate(&mut c, Duration::from_secs(10))
     }
 
+    /// Kills the broker with SIGKILL (no shutdown at all) and starts it again on the same port
+    /// and storage: a hard bounce.
+    pub fn kill_and_restart(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.spawn()
+    }
+
     /// Stops and starts the broker again on the same port and storage.
     pub fn restart(&mut self) -> Result<()> {
         self.stop()?;

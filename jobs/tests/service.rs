@@ -13,7 +13,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use tidemark_jobs::broker::{ensure_topics, free_port, topic_layout, topics, LocalBroker, Storage};
-use tidemark_jobs::config::{self, Profile};
+use tidemark_jobs::config;
 use tidemark_jobs::demo::{audit_rows, decisions_from_topic};
 use tidemark_jobs::kafka::{produce_world, read_topic};
 use tidemark_jobs::world::WorldConfig;
@@ -33,10 +33,9 @@ fn text(out: &Output) -> String {
 }
 
 struct Env {
-    _broker: LocalBroker,
+    broker: LocalBroker,
     conn: KafkaConn,
     dir: tempfile::TempDir,
-    profile: Profile,
 }
 
 impl Env {
@@ -62,12 +61,7 @@ impl Env {
             ..Default::default()
         };
         produce_world(&conn, &world, false, &mut |_, _| {}).unwrap();
-        Env {
-            _broker: broker,
-            conn,
-            dir,
-            profile,
-        }
+        Env { broker, conn, dir }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -345,19 +339,85 @@ fn kill_matrix(seed: u64, threads: usize, processes: usize) {
     assert_equals_reference(&env, &data, &reference, &what);
 }
 
+/// The seed of a kill-matrix test: `TIDEMARK_KILL_SEED` (scripts/soak.sh) or `default`.
+fn seed(default: u64) -> u64 {
+    std::env::var("TIDEMARK_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 #[test]
 fn kill_matrix_one_worker() {
-    kill_matrix(11, 1, 1);
+    kill_matrix(seed(11), 1, 1);
 }
 
 #[test]
 fn kill_matrix_two_workers() {
-    kill_matrix(12, 2, 1);
+    kill_matrix(seed(12), 2, 1);
 }
 
 #[test]
 fn kill_matrix_two_processes() {
-    kill_matrix(13, 1, 2);
+    kill_matrix(seed(13), 1, 2);
+}
+
+/// Two hard bounces of the broker (SIGKILL, restart on its SQLite file) while the service
+/// reads and publishes. The service retries; if it gives up it exits non-zero and is started
+/// again, as a supervisor would. The end state equals the uninterrupted run.
+#[test]
+fn broker_hard_bounces_lose_and_duplicate_nothing() {
+    let mut env = Env::new(seed(17), 6_000);
+    let reference = env.reference();
+    let expected = audit_rows(&reference).unwrap().len();
+    let chunks = count_files(&reference, "ig/receipts");
+    let data = env.path("service");
+    let hostfile = env.path("hosts");
+    let mut children = env.start(&data, 1, 1, &hostfile);
+    let mut restarts = 0;
+    for fraction in [30, 60] {
+        let t0 = Instant::now();
+        while count_files(&data, "ig/receipts") < chunks * fraction / 100
+            && t0.elapsed() < Duration::from_secs(30)
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        env.broker.kill_and_restart().unwrap();
+    }
+    let t0 = Instant::now();
+    loop {
+        let n = decisions_from_topic(&env.conn)
+            .map(|d| d.len())
+            .unwrap_or(0);
+        if n >= expected {
+            break;
+        }
+        if children
+            .iter_mut()
+            .any(|c| matches!(c.try_wait(), Ok(Some(_))))
+        {
+            restarts += 1;
+            assert!(restarts <= 5, "the service keeps failing");
+            wait_all(std::mem::take(&mut children));
+            children = env.start(&data, 1, 1, &hostfile);
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(150),
+            "only {n} of {expected} decisions published after the bounces"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    signal(&children, libc::SIGTERM);
+    for o in wait_all(children) {
+        assert!(o.status.success(), "SIGTERM must exit 0: {}", text(&o));
+    }
+    let out = tidemark()
+        .args(env.run_args(&data))
+        .args(["--until", "latest"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_equals_reference(&env, &data, &reference, "broker hard bounces");
 }
 
 /// Continuous mode over a backlog: every decision reaches the topic once the partitions go
@@ -459,4 +519,58 @@ fn a_failed_run_is_reported_incomplete() {
         .unwrap();
     assert!(!v.status.success(), "verify must not accept a failed run");
     assert!(text(&v).contains("incomplete"), "{}", text(&v));
+}
+
+/// Live traffic: with records arriving at 200/s, decisions come within allowed_lateness (5 s)
+/// plus 1 s of the ingress record timestamp (the run's own latency histogram, recorded in its
+/// run record), the continuous service stopped while traffic still flows.
+#[test]
+fn live_decisions_come_within_allowed_lateness_plus_one_second() {
+    let env = Env::new(19, 0);
+    let data = env.path("service");
+    let hostfile = env.path("hosts");
+    let children = env.start(&data, 1, 1, &hostfile);
+    let world = WorldConfig {
+        events: 4_000,
+        seed: 19,
+        partitions: 4,
+        bad_rate: 0.0,
+        start_ms: tidemark_jobs::wallclock::now_ms(),
+        rate_per_sec: 200.0,
+        jitter_ms: 0,
+        follow_up_scale: 0.01,
+        ..Default::default()
+    };
+    let conn = env.conn.clone();
+    let producer = std::thread::spawn(move || {
+        produce_world(&conn, &world, true, &mut |_, _| {}).unwrap();
+    });
+    std::thread::sleep(Duration::from_secs(14));
+    signal(&children, libc::SIGTERM);
+    let outs = wait_all(children);
+    assert!(outs[0].status.success(), "{}", text(&outs[0]));
+    producer.join().unwrap();
+    let runs: Vec<_> = std::fs::read_dir(data.join("runs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(runs.len(), 1);
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&runs[0]).unwrap()).unwrap();
+    let lat = &record["latency_ms"];
+    let (n, p50, p99) = (
+        lat["decisions"].as_u64().unwrap_or(0),
+        lat["p50"].as_u64().unwrap_or(0),
+        lat["p99"].as_u64().unwrap_or(u64::MAX),
+    );
+    assert!(n > 500, "only {n} decisions while traffic flowed: {record}");
+    assert!(
+        p50 >= 5_000,
+        "decided before allowed_lateness passed: p50 {p50} ms"
+    );
+    assert!(
+        p99 <= 6_000,
+        "p99 {p99} ms > allowed_lateness + 1 s: {record}"
+    );
 }
