@@ -272,7 +272,7 @@ fn validate(p: &Profile) -> Result<()> {
         p.archive.interval.as_millis(),
         p.dla.audit_interval.as_millis(),
     );
-    if commit == 0 || commit % archive != 0 || commit % audit != 0 {
+    if commit == 0 || !commit.is_multiple_of(archive) || !commit.is_multiple_of(audit) {
         bail!(
             "wiring.commit_interval ({}) must be a positive multiple of archive.interval ({}) and dla.audit_interval ({}): a commit point closes whole file intervals",
             humantime::format_duration(p.wiring.commit_interval),

@@ -110,6 +110,8 @@ fn boundary_hook(conn: &KafkaConn, cap: Option<(LogicalTime, Vec<OutputMark>)>) 
 }
 
 /// Builds the online dataflow on `worker`.
+// `ok_err` routes with a `Result` whose `Err` side is commit progress, not an error.
+#[allow(clippy::result_large_err)]
 pub fn build(worker: &mut Worker, w: &Wiring) {
     let profile = &w.profile;
     let failures = w.failures.clone();
@@ -205,20 +207,22 @@ pub fn build(worker: &mut Worker, w: &Wiring) {
             admitted = admitted.produce_to(p.clone(), failures.clone(), admitted_record);
         }
         watch.push(frontier_of(admitted.clone()));
-        let mut state_input = admitted.clone().filter(move |_| decisions);
-        if let (Some(r), true) = (&w.resume, decisions) {
-            let warm_from = resume_at.saturating_sub(dcfg.max_window_ms());
-            let rows = archive_source(
-                scope,
-                r.archive_files.clone(),
-                r.archive_reader.clone(),
-                0,
-                Some(resume_at),
-                failures.clone(),
-            )
-            .filter(move |a| a.logical_time >= warm_from || a.event_type == "dl.posture.v1");
-            state_input = state_input.concat(rows);
-        }
+        // Decision state of a resumed run from the archive. Built on every run (empty when
+        // not resuming): every worker of every process must build the same dataflow, and the
+        // processes of a cluster may see the root before and after the genesis commit.
+        let (files, reader) = match &w.resume {
+            Some(r) => (r.archive_files.clone(), r.archive_reader.clone()),
+            None => (
+                Vec::new(),
+                Arc::new(|_: &str| Ok(Vec::new())) as tidemark_sources::archive::ArchiveReader,
+            ),
+        };
+        let warm_from = resume_at.saturating_sub(dcfg.max_window_ms());
+        let rows = archive_source(scope, files, reader, 0, Some(resume_at), failures.clone())
+            .filter(move |a| {
+                decisions && (a.logical_time >= warm_from || a.event_type == "dl.posture.v1")
+            });
+        let state_input = admitted.clone().filter(move |_| decisions).concat(rows);
         let outs = decide(state_input, dcfg.clone(), failures.clone());
         let (st1, st2) = (w.stats.clone(), w.stats.clone());
         let mut audit = outs.audit.inspect(move |r| st1.decision(r));

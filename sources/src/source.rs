@@ -258,11 +258,7 @@ where
             let mut clock = WorkerClock::restore(clocks, floor).with_idle_step(opts.idle_step_ms);
             let commit_ms = opts.commit_ms;
             let chunk = opts.chunk.max(1);
-            let mut passed: LogicalTime = if commit_ms > 0 {
-                floor / commit_ms * commit_ms
-            } else {
-                0
-            };
+            let mut passed: LogicalTime = floor.checked_div(commit_ms).map_or(0, |b| b * commit_ms);
             let mut cap = Some(cap);
             let mut buf: Vec<RawRecord> = Vec::with_capacity(opts.batch);
             let mut others_max: Option<LogicalTime> = None;
@@ -411,8 +407,9 @@ where
                 }
             }
         });
+    type Events<'s, O> = StreamVec<'s, LogicalTime, SourceEvent<O>>;
     let (events, maxima): (
-        StreamVec<'scope, LogicalTime, SourceEvent<S::Output>>,
+        Events<'scope, S::Output>,
         StreamVec<'scope, LogicalTime, LogicalTime>,
     ) = events.ok_err(|e| match e {
         SourceEvent::IdleMax(m) => Err(m),

@@ -179,6 +179,8 @@ pub fn gate<'scope>(
     gate_resumed(items, none, 0, dedup_window_ms, policy_rev)
 }
 
+// `ok_err` routes with a `Result` whose `Err` side is a receipt, not an error.
+#[allow(clippy::result_large_err)]
 /// [`gate`] for a run resuming from a commit at `resume_at`: `warm` carries the candidates of
 /// earlier receipts that dedup must have seen (they produce nothing), and re-read records
 /// stamped before `resume_at` get their receipts again but are not admitted a second time
