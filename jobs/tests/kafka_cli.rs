@@ -48,7 +48,8 @@ fn files(root: &Path) -> Vec<(String, Vec<u8>)> {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
             let p = e.path();
             let rel = p.strip_prefix(root).unwrap().display().to_string();
-            if rel.starts_with("runs") {
+            // Run progress (run records, commit points, the lease) is not primary truth.
+            if rel.starts_with("runs") || rel.starts_with("ckpt") || rel == ".tidemark.lock" {
                 continue;
             }
             if p.is_dir() {

@@ -143,6 +143,69 @@ fn count_files(root: &Path, sub: &str) -> usize {
     n
 }
 
+/// Waits until `expected` decisions are on the topic (restarting the service, as a supervisor
+/// would, whenever it exits, when `restart` is given), then stops it with SIGTERM and checks
+/// that every process exits 0. Returns their outputs.
+fn decide_all_then_stop(
+    env: &Env,
+    mut children: Vec<Child>,
+    expected: usize,
+    limit: Duration,
+    restart: Option<(&Path, &Path)>,
+    what: &str,
+) -> Vec<Output> {
+    let t0 = Instant::now();
+    let mut restarts = 0;
+    loop {
+        let n = decisions_from_topic(&env.conn)
+            .map(|d| d.len())
+            .unwrap_or(0);
+        if n >= expected {
+            break;
+        }
+        if let Some((data, hostfile)) = restart {
+            if children
+                .iter_mut()
+                .any(|c| matches!(c.try_wait(), Ok(Some(_))))
+            {
+                restarts += 1;
+                assert!(restarts <= 5, "{what}: the service keeps failing");
+                wait_all(std::mem::take(&mut children));
+                children = env.start(data, 1, 1, hostfile);
+            }
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "{what}: only {n} of {expected} decisions published after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    signal(&children, libc::SIGTERM);
+    let outs = wait_all(children);
+    for o in &outs {
+        assert!(
+            o.status.success(),
+            "{what}: SIGTERM must exit 0: {}",
+            text(o)
+        );
+    }
+    outs
+}
+
+/// `verify` must not accept the root as a complete basis.
+fn assert_incomplete(data: &Path, what: &str) {
+    let v = tidemark()
+        .args(["verify", "--data"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(
+        !v.status.success(),
+        "{what}: verify accepted an incomplete root"
+    );
+    assert!(text(&v).contains("incomplete"), "{what}: {}", text(&v));
+}
+
 /// Every primary-truth file (and the manifests) as path → bytes.
 fn truths(root: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
@@ -299,35 +362,15 @@ fn kill_matrix(seed: u64, threads: usize, processes: usize) {
     // The last run: every decision must reach the topic (the partitions go idle and release
     // the frontier), then SIGTERM stops it cleanly.
     let children = env.start(&data, threads, processes, &hostfile);
-    let t0 = Instant::now();
-    loop {
-        let n = decisions_from_topic(&env.conn)
-            .map(|d| d.len())
-            .unwrap_or(0);
-        if n >= expected {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(90),
-            "{what}: only {n} of {expected} decisions published after 90 s"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    signal(&children, libc::SIGTERM);
-    for o in wait_all(children) {
-        assert!(
-            o.status.success(),
-            "{what}: SIGTERM must exit 0: {}",
-            text(&o)
-        );
-    }
-    let v = tidemark()
-        .args(["verify", "--data"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(!v.status.success(), "{what}: a stopped run is not complete");
-    assert!(text(&v).contains("incomplete"), "{}", text(&v));
+    decide_all_then_stop(
+        &env,
+        children,
+        expected,
+        Duration::from_secs(90),
+        None,
+        &what,
+    );
+    assert_incomplete(&data, &what);
     // Seal: a bounded catch-up resumes from the last commit and writes the manifest.
     let out = tidemark()
         .args(env.run_args(&data))
@@ -373,8 +416,7 @@ fn broker_hard_bounces_lose_and_duplicate_nothing() {
     let chunks = count_files(&reference, "ig/receipts");
     let data = env.path("service");
     let hostfile = env.path("hosts");
-    let mut children = env.start(&data, 1, 1, &hostfile);
-    let mut restarts = 0;
+    let children = env.start(&data, 1, 1, &hostfile);
     for fraction in [30, 60] {
         let t0 = Instant::now();
         while count_files(&data, "ig/receipts") < chunks * fraction / 100
@@ -384,40 +426,23 @@ fn broker_hard_bounces_lose_and_duplicate_nothing() {
         }
         env.broker.kill_and_restart().unwrap();
     }
-    let t0 = Instant::now();
-    loop {
-        let n = decisions_from_topic(&env.conn)
-            .map(|d| d.len())
-            .unwrap_or(0);
-        if n >= expected {
-            break;
-        }
-        if children
-            .iter_mut()
-            .any(|c| matches!(c.try_wait(), Ok(Some(_))))
-        {
-            restarts += 1;
-            assert!(restarts <= 5, "the service keeps failing");
-            wait_all(std::mem::take(&mut children));
-            children = env.start(&data, 1, 1, &hostfile);
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(150),
-            "only {n} of {expected} decisions published after the bounces"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    signal(&children, libc::SIGTERM);
-    for o in wait_all(children) {
-        assert!(o.status.success(), "SIGTERM must exit 0: {}", text(&o));
-    }
+    let what = "broker hard bounces";
+    let limit = Duration::from_secs(150);
+    decide_all_then_stop(
+        &env,
+        children,
+        expected,
+        limit,
+        Some((&data, &hostfile)),
+        what,
+    );
     let out = tidemark()
         .args(env.run_args(&data))
         .args(["--until", "latest"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    assert_equals_reference(&env, &data, &reference, "broker hard bounces");
+    assert_equals_reference(&env, &data, &reference, what);
 }
 
 /// Continuous mode over a backlog: every decision reaches the topic once the partitions go
@@ -430,21 +455,9 @@ fn backlog_is_decided_without_an_end_and_sigterm_then_restart_continues() {
     let data = env.path("service");
     let hostfile = env.path("hosts");
     let children = env.start(&data, 1, 1, &hostfile);
-    let t0 = Instant::now();
-    let mut n = 0;
-    while n < expected {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "only {n} of {expected} decisions published after 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-        n = decisions_from_topic(&env.conn)
-            .map(|d| d.len())
-            .unwrap_or(0);
-    }
-    signal(&children, libc::SIGTERM);
-    let outs = wait_all(children);
-    assert!(outs[0].status.success(), "{}", text(&outs[0]));
+    // The backlog is read in seconds; the rest is idle_timeout (2 s) and warm-up.
+    let limit = Duration::from_secs(60);
+    let outs = decide_all_then_stop(&env, children, expected, limit, None, "backlog");
     assert!(text(&outs[0]).contains("stopped"), "{}", text(&outs[0]));
     // A second run on the held root is refused while the first one runs.
     let children = env.start(&data, 1, 1, &hostfile);
@@ -512,13 +525,7 @@ fn a_failed_run_is_reported_incomplete() {
         .unwrap();
     assert!(!out.status.success());
     assert!(!text(&out).contains("panicked"), "{}", text(&out));
-    let v = tidemark()
-        .args(["verify", "--data"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(!v.status.success(), "verify must not accept a failed run");
-    assert!(text(&v).contains("incomplete"), "{}", text(&v));
+    assert_incomplete(&data, "a failed run");
 }
 
 /// Live traffic: with records arriving at 200/s, decisions come within allowed_lateness (5 s)

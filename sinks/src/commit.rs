@@ -155,37 +155,27 @@ pub fn durability_barrier<'scope>(
         move |(input, frontier), output| {
             input.for_each(|_, _| {});
             let Some(c) = cap.as_mut() else { return };
-            match frontier.frontier().iter().min().copied() {
-                Some(f) => {
-                    let b = f / commit_ms * commit_ms;
-                    if b > last {
-                        if let Some(p) = &producer {
-                            if let Err(e) = p.flush(std::time::Duration::from_secs(300)) {
-                                failures.push(format!("flushing before commit {b}: {e}"));
-                                return;
-                            }
-                        }
-                        output.session(&*c).give(CommitInput::Token {
-                            worker,
-                            boundary: b,
-                        });
-                        last = b;
-                        c.downgrade(&b);
+            // Every input complete: everything is durable once flushed (boundary MAX).
+            let due = match frontier.frontier().iter().min().copied() {
+                Some(f) => Some(f / commit_ms * commit_ms).filter(|b| *b > last),
+                None => Some(LogicalTime::MAX),
+            };
+            if let Some(b) = due {
+                if let Some(p) = &producer {
+                    if let Err(e) = p.flush(std::time::Duration::from_secs(300)) {
+                        failures.push(format!("flushing before commit {b}: {e}"));
+                        return;
                     }
                 }
-                None => {
-                    // Every input is complete: everything is durable once flushed.
-                    if let Some(p) = &producer {
-                        if let Err(e) = p.flush(std::time::Duration::from_secs(300)) {
-                            failures.push(format!("flushing at the end: {e}"));
-                            return;
-                        }
-                    }
-                    output.session(&*c).give(CommitInput::Token {
-                        worker,
-                        boundary: LogicalTime::MAX,
-                    });
+                output.session(&*c).give(CommitInput::Token {
+                    worker,
+                    boundary: b,
+                });
+                last = b;
+                if b == LogicalTime::MAX {
                     cap = None;
+                } else {
+                    c.downgrade(&b);
                 }
             }
         }

@@ -322,19 +322,8 @@ impl KafkaProducer {
     pub fn finish(&self, timeout: Duration) -> Result<Delivered, SinkError> {
         self.flush(timeout)?;
         let ctx = &self.shared;
-        let failed = ctx.failed.load(Ordering::Relaxed);
         let sent = self.sent.load(Ordering::Relaxed);
         let delivered = ctx.delivered.load(Ordering::Relaxed);
-        if failed > 0 {
-            let first = ctx
-                .first_error
-                .lock()
-                .map(|g| g.clone().unwrap_or_default())
-                .unwrap_or_default();
-            return Err(SinkError::Kafka(format!(
-                "{failed} of {sent} records were not delivered (first error: {first})"
-            )));
-        }
         if delivered != sent {
             return Err(SinkError::Kafka(format!(
                 "{delivered} of {sent} records acknowledged after flush"
