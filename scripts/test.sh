@@ -6,4 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-tansu.sh
 python3 -m pip install --quiet --disable-pip-version-check kafka-python==3.0.12
-cargo test --workspace --locked "$@"
+# `failpoints` compiles the crash points the restart tests use (never in release builds).
+cargo test --workspace --locked --features tidemark/failpoints "$@"

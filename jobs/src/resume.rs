@@ -170,6 +170,7 @@ pub fn prepare(
     let reader_store = store.clone();
     let archive_reader: ArchiveReader =
         Arc::new(move |path: &str| -> Result<Vec<Admitted>, String> {
+            tidemark_operators::failpoint::hit("during-recovery");
             let bytes = reader_store.get(path).map_err(|e| e.to_string())?;
             if digests.get(path) != Some(&sha256_hex(&bytes)) {
                 return Err("sha256 does not match the commit: the archive was altered".into());

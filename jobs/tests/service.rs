@@ -24,6 +24,14 @@ const PROFILE: &str = concat!(
     "/../tests/profiles/service.toml"
 );
 
+/// The scenarios run one at a time: each starts a broker and several multi-threaded
+/// processes, and on a 2-core machine running them together would measure contention.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn tidemark() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tidemark"))
 }
@@ -94,6 +102,18 @@ impl Env {
 
     /// Starts the service (`--until none`, publishing) as `processes` x `threads`.
     fn start(&self, data: &Path, threads: usize, processes: usize, hostfile: &Path) -> Vec<Child> {
+        self.start_env(data, threads, processes, hostfile, None)
+    }
+
+    /// [`Env::start`] with `TIDEMARK_FAILPOINT` set to `failpoint`.
+    fn start_env(
+        &self,
+        data: &Path,
+        threads: usize,
+        processes: usize,
+        hostfile: &Path,
+        failpoint: Option<&str>,
+    ) -> Vec<Child> {
         (0..processes)
             .map(|p| {
                 let mut cmd = tidemark();
@@ -101,6 +121,9 @@ impl Env {
                     .args(["-w", &threads.to_string()])
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped());
+                if let Some(f) = failpoint {
+                    cmd.env("TIDEMARK_FAILPOINT", f);
+                }
                 if processes > 1 {
                     cmd.args(["-n", &processes.to_string(), "-p", &p.to_string()])
                         .arg("--hostfile")
@@ -392,16 +415,19 @@ fn seed(default: u64) -> u64 {
 
 #[test]
 fn kill_matrix_one_worker() {
+    let _serial = serial();
     kill_matrix(seed(11), 1, 1);
 }
 
 #[test]
 fn kill_matrix_two_workers() {
+    let _serial = serial();
     kill_matrix(seed(12), 2, 1);
 }
 
 #[test]
 fn kill_matrix_two_processes() {
+    let _serial = serial();
     kill_matrix(seed(13), 1, 2);
 }
 
@@ -410,6 +436,7 @@ fn kill_matrix_two_processes() {
 /// again, as a supervisor would. The end state equals the uninterrupted run.
 #[test]
 fn broker_hard_bounces_lose_and_duplicate_nothing() {
+    let _serial = serial();
     let mut env = Env::new(seed(17), 6_000);
     let reference = env.reference();
     let expected = audit_rows(&reference).unwrap().len();
@@ -449,6 +476,7 @@ fn broker_hard_bounces_lose_and_duplicate_nothing() {
 /// idle (2 s), without any bound on the run, and equals the bounded run's.
 #[test]
 fn backlog_is_decided_without_an_end_and_sigterm_then_restart_continues() {
+    let _serial = serial();
     let env = Env::new(5, 4_000);
     let reference = env.reference();
     let expected = audit_rows(&reference).unwrap().len();
@@ -490,6 +518,7 @@ fn backlog_is_decided_without_an_end_and_sigterm_then_restart_continues() {
 /// `--from` on a fresh root would decide from cold state: refused.
 #[test]
 fn from_on_a_fresh_root_is_refused() {
+    let _serial = serial();
     let env = Env::new(3, 500);
     let out = tidemark()
         .args(env.run_args(&env.path("fresh")))
@@ -503,6 +532,7 @@ fn from_on_a_fresh_root_is_refused() {
 /// A run that fails (a damaged file log) leaves no manifest that verify accepts.
 #[test]
 fn a_failed_run_is_reported_incomplete() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let log = tmp.path().join("log");
     let w = tidemark()
@@ -533,6 +563,7 @@ fn a_failed_run_is_reported_incomplete() {
 /// run record), the continuous service stopped while traffic still flows.
 #[test]
 fn live_decisions_come_within_allowed_lateness_plus_one_second() {
+    let _serial = serial();
     let env = Env::new(19, 0);
     let data = env.path("service");
     let hostfile = env.path("hosts");
@@ -580,4 +611,89 @@ fn live_decisions_come_within_allowed_lateness_plus_one_second() {
         p99 <= 6_000,
         "p99 {p99} ms > allowed_lateness + 1 s: {record}"
     );
+}
+
+/// A crash at a failpoint, then a restart: the same end state as the uninterrupted run.
+#[cfg(feature = "failpoints")]
+fn failpoint_then_restart(point: &str, threads: usize) {
+    let env = Env::new(seed(23), 6_000);
+    let reference = env.reference();
+    let expected = audit_rows(&reference).unwrap().len();
+    let data = env.path("service");
+    let hostfile = env.path("hosts");
+    let what = format!("failpoint {point}, {threads} worker(s)");
+    if point.starts_with("during-recovery") {
+        // Commit something first, so that the restart has archive state to rebuild.
+        let children = env.start(&data, threads, 1, &hostfile);
+        let t0 = Instant::now();
+        while count_files(&data, "ckpt/commits") < 3 && t0.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        signal(&children, libc::SIGKILL);
+        wait_all(children);
+    }
+    let mut children = env.start_env(&data, threads, 1, &hostfile, Some(point));
+    let t0 = Instant::now();
+    let outs = loop {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "{what}: the failpoint was never reached"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        if children
+            .iter_mut()
+            .all(|c| matches!(c.try_wait(), Ok(Some(_))))
+        {
+            break wait_all(std::mem::take(&mut children));
+        }
+    };
+    assert!(
+        outs.iter().any(|o| text(o).contains("failpoint")),
+        "{what}: {}",
+        text(&outs[0])
+    );
+    let children = env.start(&data, threads, 1, &hostfile);
+    decide_all_then_stop(
+        &env,
+        children,
+        expected,
+        Duration::from_secs(90),
+        None,
+        &what,
+    );
+    let out = tidemark()
+        .args(env.run_args(&data))
+        .args(["--until", "latest", "-w", &threads.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{what}: {}", text(&out));
+    assert_equals_reference(&env, &data, &reference, &what);
+}
+
+#[cfg(feature = "failpoints")]
+#[test]
+fn failpoint_after_a_file_write_before_the_commit() {
+    let _serial = serial();
+    failpoint_then_restart("after-file-write:12", 1);
+}
+
+#[cfg(feature = "failpoints")]
+#[test]
+fn failpoint_after_produce_before_the_ack() {
+    let _serial = serial();
+    failpoint_then_restart("after-produce:4000", 1);
+}
+
+#[cfg(feature = "failpoints")]
+#[test]
+fn failpoint_between_two_workers_commit_tokens() {
+    let _serial = serial();
+    failpoint_then_restart("after-token:2", 2);
+}
+
+#[cfg(feature = "failpoints")]
+#[test]
+fn failpoint_during_the_recovery_replay() {
+    let _serial = serial();
+    failpoint_then_restart("during-recovery:1", 1);
 }

@@ -9,6 +9,7 @@
 pub mod commit;
 pub mod decision;
 pub mod dedup;
+pub mod failpoint;
 pub mod failures;
 pub mod hashing;
 pub mod ingest;

@@ -171,6 +171,9 @@ pub fn durability_barrier<'scope>(
                     worker,
                     boundary: b,
                 });
+                if worker == 1 {
+                    tidemark_operators::failpoint::hit("after-token");
+                }
                 last = b;
                 if b == LogicalTime::MAX {
                     cap = None;

@@ -216,6 +216,7 @@ impl KafkaProducer {
         self.resend_rejected()?;
         self.send_attempt(topic, partition, key, payload, timestamp, 0)?;
         self.sent.fetch_add(1, Ordering::Relaxed);
+        tidemark_operators::failpoint::hit("after-produce");
         Ok(())
     }
 

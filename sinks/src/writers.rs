@@ -43,7 +43,10 @@ pub(crate) fn put(
     let sha = sha256_hex(&bytes);
     let len = bytes.len() as u64;
     match store.put_once(path, bytes) {
-        Ok(_) => Some((sha, len)),
+        Ok(_) => {
+            tidemark_operators::failpoint::hit("after-file-write");
+            Some((sha, len))
+        }
         Err(e) => {
             failures.push(e.to_string());
             None
