@@ -101,3 +101,60 @@ fn world_run_verify_and_errors() {
     );
     assert!(e.contains("does not exist"), "{e}");
 }
+
+/// `tidemark … | head`: a closed stdout ends the program quietly (SIGPIPE, as any Unix tool),
+/// not with a panic message.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let tmp = tempfile::tempdir().unwrap();
+    let ingress = tmp.path().join("in");
+    let data = tmp.path().join("data");
+    run_ok(
+        tidemark()
+            .args(["world", "--events", "2000", "--out"])
+            .arg(&ingress),
+    );
+    run_ok(
+        tidemark()
+            .args(["run", "--ingress"])
+            .arg(format!("file:{}", ingress.display()))
+            .arg("--data")
+            .arg(&data),
+    );
+    // `audit` of a decision prints a long JSON document; read one byte and close the pipe.
+    let id = tidemark_audit_id(&data);
+    let mut child = tidemark()
+        .args(["audit", "--data"])
+        .arg(&data)
+        .arg(&id)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut one = [0u8; 1];
+    stdout.read_exact(&mut one).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+        "{:?}: {err}",
+        out.status
+    );
+}
+
+fn tidemark_audit_id(data: &std::path::Path) -> String {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = tidemark_sinks::WriteOnceStore::local(data, rt.handle().clone()).unwrap();
+    let rows = tidemark_jobs::replay::read_audit(&store).unwrap();
+    rows.into_values()
+        .flatten()
+        .next()
+        .expect("a decision")
+        .event_id
+}
