@@ -29,7 +29,6 @@ use tidemark_sources::{
     SourceOptions,
 };
 
-use crate::broker::topics;
 use crate::config::Profile;
 use crate::publish::{admitted_record, decision_records, file_pointer, snapshot_pointer, Latency};
 use crate::resume::Resume;
@@ -77,35 +76,14 @@ fn frontier_of<'s, D: Clone + 'static>(
 }
 
 fn boundary_hook(conn: &KafkaConn, cap: Option<(LogicalTime, Vec<OutputMark>)>) -> BoundaryHook {
-    let config = conn.client_config();
-    let timeout = conn.request_timeout;
+    let conn = conn.clone();
     Arc::new(move |boundary| {
         // Copies of outputs of time >= boundary published by an interrupted run lie above the
         // resumed commit's marks, not above the topics' current ends.
-        if let Some((t, marks)) = &cap {
-            if boundary <= *t {
-                return Ok(marks.clone());
-            }
+        match &cap {
+            Some((t, marks)) if boundary <= *t => Ok(marks.clone()),
+            _ => crate::publish::output_marks(&conn).map_err(|e| e.to_string()),
         }
-        let marks = tidemark_sinks::kafka::high_watermarks(
-            &config,
-            &[
-                topics::TRAFFIC,
-                topics::CONTROL,
-                topics::DECISIONS,
-                topics::AUDIT,
-            ],
-            timeout,
-        )
-        .map_err(|e| e.to_string())?;
-        Ok(marks
-            .into_iter()
-            .map(|(topic, partition, offset)| OutputMark {
-                topic,
-                partition,
-                offset,
-            })
-            .collect())
     })
 }
 
@@ -180,11 +158,6 @@ pub fn build(worker: &mut Worker, w: &Wiring) {
             SourceEvent::Item(i) => Ok(i),
             SourceEvent::Basis(b) => Err(CommitInput::Basis(b)),
             SourceEvent::Commit(p) => Err(CommitInput::Part(p)),
-            // Consumed inside the source operator's feedback loop; never reaches here.
-            SourceEvent::IdleMax(_) => Err(CommitInput::Token {
-                worker: usize::MAX,
-                boundary: 0,
-            }),
         });
         // Warm-up inputs of a resumed run, split over the workers.
         let warm: Vec<Candidate> = w

@@ -166,3 +166,29 @@ impl Latency {
         })
     }
 }
+
+/// The high watermark of every partition of the four output topics: a commit's marks.
+pub fn output_marks(
+    conn: &tidemark_sources::KafkaConn,
+) -> Result<Vec<tidemark_operators::commit::OutputMark>, tidemark_sinks::SinkError> {
+    let marks = tidemark_sinks::kafka::high_watermarks(
+        &conn.client_config(),
+        &[
+            topics::TRAFFIC,
+            topics::CONTROL,
+            topics::DECISIONS,
+            topics::AUDIT,
+        ],
+        conn.request_timeout,
+    )?;
+    Ok(marks
+        .into_iter()
+        .map(
+            |(topic, partition, offset)| tidemark_operators::commit::OutputMark {
+                topic,
+                partition,
+                offset,
+            },
+        )
+        .collect())
+}

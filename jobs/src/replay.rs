@@ -22,7 +22,7 @@ use tidemark_operators::time::{interval_start, millis};
 use tidemark_operators::{CloseIntervals, Failures};
 use tidemark_sinks::audit::{decode_audit, write_audit, write_snapshots};
 use tidemark_sinks::layout::MANIFEST_PREFIX;
-use tidemark_sinks::manifest::{FileKind, Manifest};
+use tidemark_sinks::manifest::{FileEntry, FileKind, Manifest};
 use tidemark_sinks::parquet::decode_archive;
 use tidemark_sinks::WriteOnceStore;
 use tidemark_sources::archive::{archive_source, ArchiveReader};
@@ -64,6 +64,43 @@ pub fn recorded_profile(data: &Path) -> Result<String> {
         .or_else(|| v.get("profile").and_then(|s| s.as_str()))
         .map(str::to_owned)
         .ok_or_else(|| anyhow!("run record {last} names no profile: pass --profile"))
+}
+
+/// The archive files among `entries` as `(interval start, path)` (what `archive_source`
+/// reads) and a reader that checks each file's sha256 against its entry before decoding (an
+/// altered archive fails loudly). `entries` pairs each file with its archive interval (ms).
+pub fn archive_inputs<'a>(
+    entries: impl IntoIterator<Item = (&'a FileEntry, u64)>,
+    store: &WriteOnceStore,
+) -> (Vec<(u64, String)>, ArchiveReader) {
+    let mut files = Vec::new();
+    let mut digests: BTreeMap<String, String> = BTreeMap::new();
+    for (f, interval_ms) in entries {
+        if f.kind == FileKind::Archive {
+            files.push((
+                interval_start(f.min_logical_time.unwrap_or(0), interval_ms),
+                f.path.clone(),
+            ));
+            digests.insert(f.path.clone(), f.sha256.clone());
+        }
+    }
+    let store = store.clone();
+    let reader: ArchiveReader = Arc::new(move |path: &str| {
+        tidemark_operators::failpoint::hit("during-recovery");
+        let bytes = store.get(path).map_err(|e| e.to_string())?;
+        let sha = sha256_hex(&bytes);
+        match digests.get(path) {
+            Some(d) if *d == sha => {}
+            Some(d) => {
+                return Err(format!(
+                    "sha256 {sha} does not match its manifest or commit entry ({d}): the archive was altered"
+                ))
+            }
+            None => return Err("not listed in any manifest".into()),
+        }
+        decode_archive(bytes, path).map_err(|e| e.to_string())
+    });
+    (files, reader)
 }
 
 /// Reads every manifest under a data root.
@@ -113,32 +150,13 @@ pub fn replay(
     let src = WriteOnceStore::local(data, rt.handle().clone())?;
     let dst = WriteOnceStore::local(out, rt.handle().clone())?;
     let ms = manifests(&src)?;
-    let mut files: Vec<(u64, String)> = Vec::new();
-    let mut digests: BTreeMap<String, String> = BTreeMap::new();
-    for m in &ms {
-        for f in m.files.iter().filter(|f| f.kind == FileKind::Archive) {
-            let start = interval_start(f.min_logical_time.unwrap_or(0), m.archive_interval_ms);
-            files.push((start, f.path.clone()));
-            digests.insert(f.path.clone(), f.sha256.clone());
-        }
-    }
+    let (files, reader) = archive_inputs(
+        ms.iter()
+            .flat_map(|m| m.files.iter().map(|f| (f, m.archive_interval_ms))),
+        &src,
+    );
     let dcfg = Arc::new(decision_config(profile, from, to)?);
     let warm = from.saturating_sub(dcfg.max_window_ms());
-    let store = src.clone();
-    let reader: ArchiveReader = Arc::new(move |path: &str| {
-        let bytes = store.get(path).map_err(|e| e.to_string())?;
-        let sha = sha256_hex(&bytes);
-        match digests.get(path) {
-            Some(d) if *d == sha => {}
-            Some(d) => {
-                return Err(format!(
-                    "sha256 {sha} does not match the manifest ({d}): the archive was altered"
-                ))
-            }
-            None => return Err("not listed in any manifest".into()),
-        }
-        decode_archive(bytes, path).map_err(|e| e.to_string())
-    });
     let failures = Failures::default();
     let stats = OutputStats::default();
     let audit_ms = millis(profile.dla.audit_interval);

@@ -13,12 +13,12 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use tidemark_operators::hashing::sha256_hex;
-use tidemark_operators::ingest::{Admitted, Candidate};
+use tidemark_operators::ingest::Candidate;
 use tidemark_operators::LogicalTime;
 use tidemark_sinks::commit::{CommitRecord, CommitSeed};
 use tidemark_sinks::layout::{COMMIT_PREFIX, IDLE_PREFIX, MANIFEST_PREFIX};
 use tidemark_sinks::manifest::FileKind;
-use tidemark_sinks::parquet::{decode_archive, decode_receipts};
+use tidemark_sinks::parquet::decode_receipts;
 use tidemark_sinks::WriteOnceStore;
 use tidemark_sources::archive::ArchiveReader;
 use tidemark_sources::{IdleEntry, IdleJournal, SourceResume};
@@ -157,26 +157,8 @@ pub fn prepare(
         }
     }
     dedup_warm.sort();
-    let mut archive_files = Vec::new();
-    let mut digests: BTreeMap<String, String> = BTreeMap::new();
-    for f in commit.files.iter().filter(|f| f.kind == FileKind::Archive) {
-        let start = tidemark_operators::time::interval_start(
-            f.min_logical_time.unwrap_or(0),
-            archive_interval_ms,
-        );
-        archive_files.push((start, f.path.clone()));
-        digests.insert(f.path.clone(), f.sha256.clone());
-    }
-    let reader_store = store.clone();
-    let archive_reader: ArchiveReader =
-        Arc::new(move |path: &str| -> Result<Vec<Admitted>, String> {
-            tidemark_operators::failpoint::hit("during-recovery");
-            let bytes = reader_store.get(path).map_err(|e| e.to_string())?;
-            if digests.get(path) != Some(&sha256_hex(&bytes)) {
-                return Err("sha256 does not match the commit: the archive was altered".into());
-            }
-            decode_archive(bytes, path).map_err(|e| e.to_string())
-        });
+    let (archive_files, archive_reader) =
+        crate::replay::archive_inputs(commit.files.iter().map(|f| (f, archive_interval_ms)), store);
     let source = SourceResume {
         partitions: commit
             .partitions

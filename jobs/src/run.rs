@@ -460,25 +460,7 @@ fn genesis_commit(
         });
     }
     let marks = match publish {
-        Some(conn) => tidemark_sinks::kafka::high_watermarks(
-            &conn.client_config(),
-            &[
-                crate::broker::topics::TRAFFIC,
-                crate::broker::topics::CONTROL,
-                crate::broker::topics::DECISIONS,
-                crate::broker::topics::AUDIT,
-            ],
-            conn.request_timeout,
-        )?
-        .into_iter()
-        .map(
-            |(topic, partition, offset)| tidemark_operators::commit::OutputMark {
-                topic,
-                partition,
-                offset,
-            },
-        )
-        .collect(),
+        Some(conn) => crate::publish::output_marks(conn)?,
         None => Vec::new(),
     };
     Ok(tidemark_sinks::commit::CommitRecord {

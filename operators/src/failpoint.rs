@@ -11,10 +11,8 @@
 /// Aborts here if `TIDEMARK_FAILPOINT` names this point and its count is reached.
 #[cfg(feature = "failpoints")]
 pub fn hit(name: &str) {
-    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Mutex;
     static COUNTS: Mutex<Vec<(String, u64)>> = Mutex::new(Vec::new());
-    static ARMED: AtomicU64 = AtomicU64::new(0);
     let Ok(spec) = std::env::var("TIDEMARK_FAILPOINT") else {
         return;
     };
@@ -35,7 +33,6 @@ pub fn hit(name: &str) {
     };
     *c += 1;
     if *c == n {
-        ARMED.store(1, Ordering::SeqCst);
         eprintln!("failpoint {name}: aborting (hit {n})");
         std::process::abort();
     }

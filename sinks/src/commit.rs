@@ -221,7 +221,6 @@ impl Coordinator {
                     self.boundaries.insert(p.boundary);
                 }
             }
-            CommitInput::Token { worker, .. } if worker >= self.peers => {}
             CommitInput::Token { worker, boundary } => {
                 let t = self.tokens.entry(worker).or_default();
                 *t = (*t).max(boundary);

@@ -79,8 +79,13 @@ pub enum SourceEvent<O> {
     Basis(PartitionBasis),
     /// The worker's frontier passed a commit boundary.
     Commit(CommitPart),
-    /// Every partition of the worker is idle and this is the largest event time it has seen
-    /// (fed back to every worker's source; not for downstream use).
+}
+
+/// What the source operator emits internally: its events, and the largest event time of an
+/// all-idle worker, which only travels around the feedback loop back into every source.
+#[derive(Clone)]
+enum Raw<O> {
+    Event(SourceEvent<O>),
     IdleMax(LogicalTime),
 }
 
@@ -199,13 +204,20 @@ where
     // All-idle workers tell every source the largest event time they have seen, so that
     // when traffic stops every worker releases past the global maximum, not only its own.
     let (handle, idle_maxima) = scope.feedback::<Vec<LogicalTime>>(1);
-    let events: StreamVec<'scope, LogicalTime, SourceEvent<S::Output>> =
+    let events: StreamVec<'scope, LogicalTime, Raw<S::Output>> =
         idle_maxima.unary(Pipeline, "IngressSource", move |mut cap, info| {
             let activator = scope.activator_for(info.address);
             let mut assigned: Vec<Assigned> = Vec::new();
             let resume = opts.resume.clone().unwrap_or_default();
             let mut clocks = BTreeMap::new();
-            let mut floor: Option<LogicalTime> = None;
+            // The restored worker frontier: the lowest saved frontier of this worker's partitions.
+            let floor = resume
+                .partitions
+                .values()
+                .filter(|r| r.partition as usize % peers == index)
+                .map(|r| r.floor)
+                .min()
+                .unwrap_or(0);
             match src.partitions() {
                 Ok(parts) => {
                     for p in parts.into_iter().filter(|p| *p as usize % peers == index) {
@@ -213,8 +225,6 @@ where
                             Some(r) => {
                                 let mut clock = r.clock.clone();
                                 clock.reset_idle();
-                                floor =
-                                    Some(floor.map_or(r.floor, |f: LogicalTime| f.min(r.floor)));
                                 (src.open_at(p, r.offset), clock)
                             }
                             None => (src.open(p), PartitionClock::new(opts.lateness_ms)),
@@ -223,7 +233,7 @@ where
                             Ok(reader) => {
                                 let start = reader.next_offset();
                                 let mut chunk_marks = BTreeMap::new();
-                                chunk_marks.insert(start, (clock.clone(), floor.unwrap_or(0)));
+                                chunk_marks.insert(start, (clock.clone(), floor));
                                 clocks.insert(p, clock);
                                 assigned.push(Assigned {
                                     start,
@@ -246,13 +256,6 @@ where
                     }
                 }
                 Err(e) => failures.push(format!("source: {e}")),
-            }
-            let floor = floor.unwrap_or(0);
-            // Chunk marks record the worker frontier as restored.
-            for a in assigned.iter_mut() {
-                for v in a.chunk_marks.values_mut() {
-                    v.1 = floor;
-                }
             }
             cap.downgrade(&floor);
             let mut clock = WorkerClock::restore(clocks, floor).with_idle_step(opts.idle_step_ms);
@@ -321,24 +324,24 @@ where
                                 if commit_ms > 0 && t >= passed {
                                     a.ahead.insert(offset, t);
                                 }
-                                session.give(SourceEvent::Item(o));
+                                session.give(Raw::Event(SourceEvent::Item(o)));
                             }
-                            Stamped::Now(o) => session.give(SourceEvent::Item(o)),
+                            Stamped::Now(o) => session.give(Raw::Event(SourceEvent::Item(o))),
                         }
                     }
                     if status == ReadStatus::End {
                         a.done = true;
-                        session.give(SourceEvent::Basis(PartitionBasis {
+                        session.give(Raw::Event(SourceEvent::Basis(PartitionBasis {
                             partition: p,
                             start: a.start,
                             end: a.reader.next_offset(),
-                        }));
+                        })));
                         clock.finish(p);
                     }
                 }
                 if let Some(m) = clock.all_idle_max() {
                     if proposed.is_none_or(|p| p < m) {
-                        output.session(&*c).give(SourceEvent::IdleMax(m));
+                        output.session(&*c).give(Raw::IdleMax(m));
                         proposed = Some(m);
                     }
                 }
@@ -386,11 +389,13 @@ where
                                 },
                                 None => Vec::new(),
                             };
-                            output.session(&*c).give(SourceEvent::Commit(CommitPart {
-                                boundary,
-                                partitions: parts,
-                                marks,
-                            }));
+                            output
+                                .session(&*c)
+                                .give(Raw::Event(SourceEvent::Commit(CommitPart {
+                                    boundary,
+                                    partitions: parts,
+                                    marks,
+                                })));
                             passed = boundary;
                         }
                         c.downgrade(&f);
@@ -412,8 +417,8 @@ where
         Events<'scope, S::Output>,
         StreamVec<'scope, LogicalTime, LogicalTime>,
     ) = events.ok_err(|e| match e {
-        SourceEvent::IdleMax(m) => Err(m),
-        other => Ok(other),
+        Raw::Event(e) => Ok(e),
+        Raw::IdleMax(m) => Err(m),
     });
     maxima.broadcast().connect_loop(handle);
     events
