@@ -25,6 +25,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
+use tidemark_operators::decision::DecisionTag;
 use tidemark_operators::keyed::{fold_max, stash, trail_boundaries};
 use tidemark_operators::time::millis;
 use tidemark_operators::LogicalTime;
@@ -86,12 +87,12 @@ pub enum GraphInput {
         /// Entity pairs.
         pairs: Vec<(String, String)>,
     },
-    /// Cluster of `card` as of `time` for decision `event_id`.
+    /// Cluster of `card` as of `time` for a decision.
     Query {
         /// Logical time.
         time: LogicalTime,
-        /// Decision event.
-        event_id: String,
+        /// The decision.
+        tag: DecisionTag,
         /// The card entity key.
         card: String,
     },
@@ -110,8 +111,8 @@ impl GraphInput {
 pub enum GraphOutput {
     /// Cluster features for a decision.
     Answer {
-        /// Decision event.
-        event_id: String,
+        /// The decision.
+        tag: DecisionTag,
         /// Logical time.
         time: LogicalTime,
         /// Entities in the card's cluster (1 when isolated or a hub).
@@ -133,7 +134,12 @@ pub enum GraphOutput {
 }
 
 /// Graph inputs for an event: its edges, and a query when it is a decision trigger.
-pub fn graph_inputs(policy: &GraphPolicy, e: &Event, decide: bool, out: &mut Vec<GraphInput>) {
+pub fn graph_inputs(
+    policy: &GraphPolicy,
+    e: &Event,
+    decide: Option<DecisionTag>,
+    out: &mut Vec<GraphInput>,
+) {
     if let Some(decls) = policy.edges.get(&e.event_type) {
         let pairs: Vec<(String, String)> = decls
             .iter()
@@ -147,11 +153,11 @@ pub fn graph_inputs(policy: &GraphPolicy, e: &Event, decide: bool, out: &mut Vec
             });
         }
     }
-    if decide {
+    if let Some(tag) = decide {
         if let Some(card) = e.field("card_id") {
             out.push(GraphInput::Query {
                 time: e.time,
-                event_id: e.event_id.clone(),
+                tag,
                 card: entity_key("card_id", card),
             });
         }
@@ -385,15 +391,10 @@ impl<'scope> IdentityGraph<'scope> for StreamVec<'scope, LogicalTime, GraphInput
                                 out_cap = Some(cap.clone());
                             }
                             for item in &items {
-                                if let GraphInput::Query {
-                                    time,
-                                    event_id,
-                                    card,
-                                } = item
-                                {
+                                if let GraphInput::Query { time, tag, card } = item {
                                     let (size, cards) = graph.cluster(card, *time);
                                     out.push(GraphOutput::Answer {
-                                        event_id: event_id.clone(),
+                                        tag: *tag,
                                         time: *time,
                                         size,
                                         cards,

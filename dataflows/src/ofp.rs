@@ -2,15 +2,17 @@
 //!
 //! For an event at `t` with key `k`, a feature aggregates the admitted events `x` of its listed
 //! types with `x.key == k` (and the optional filter) and `t - window <= x.logical_time < t`.
-//! The windows themselves are [`tidemark_operators::keyed::KeyedWindows`].
+//! Features keyed by the same payload field form one window group (one state and one message
+//! per key value and event); the windows themselves are
+//! [`tidemark_operators::keyed::KeyedWindows`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use tidemark_operators::hashing::stable_hash;
-use tidemark_operators::keyed::{WindowInput, WindowSpec};
+use tidemark_operators::hashing::{key_id, state_digest};
+use tidemark_operators::keyed::{GroupInput, KeyId, WindowSpec};
 use tidemark_operators::time::millis;
 use tidemark_operators::window::{Agg, Value};
 
@@ -85,19 +87,54 @@ pub fn validate_features(defs: &[FeatureDef]) -> Result<(), String> {
     Ok(())
 }
 
-/// Key of a feature window: (feature index, key value).
-pub type FeatureKey = (u16, String);
+/// One group of features: every feature keyed by the same payload field shares one state per
+/// key value (one lookup per (key, event) serves them all).
+#[derive(Clone, Debug)]
+struct Group {
+    /// The payload field keying the group.
+    key_field: String,
+    /// Feature indices (into the definitions) of the group's slots.
+    features: Vec<u16>,
+    /// (agg, window ms) per slot.
+    slots: Vec<(Agg, u64)>,
+    /// `key_id(feature name)` per slot: the feature's part of the snapshot digest.
+    names: Vec<u128>,
+}
 
-/// The [`WindowSpec`] of a set of feature definitions.
+/// The [`WindowSpec`] of a set of feature definitions: features grouped by key field, in
+/// order of first appearance.
 #[derive(Clone, Debug)]
 pub struct FeatureSpec {
     defs: Arc<Vec<FeatureDef>>,
+    groups: Arc<Vec<Group>>,
 }
 
 impl FeatureSpec {
     /// Wraps feature definitions.
     pub fn new(defs: Arc<Vec<FeatureDef>>) -> Self {
-        FeatureSpec { defs }
+        let mut groups: Vec<Group> = Vec::new();
+        for (i, d) in defs.iter().enumerate() {
+            let g = match groups.iter().position(|g| g.key_field == d.key) {
+                Some(g) => g,
+                None => {
+                    groups.push(Group {
+                        key_field: d.key.clone(),
+                        features: Vec::new(),
+                        slots: Vec::new(),
+                        names: Vec::new(),
+                    });
+                    groups.len() - 1
+                }
+            };
+            let g = &mut groups[g];
+            g.features.push(i as u16);
+            g.slots.push((d.agg, millis(d.window)));
+            g.names.push(key_id(d.name.as_bytes()));
+        }
+        FeatureSpec {
+            defs,
+            groups: Arc::new(groups),
+        }
     }
 
     /// The definitions.
@@ -105,53 +142,56 @@ impl FeatureSpec {
         &self.defs
     }
 
-    /// Window contributions of `e` (one per matching feature).
-    pub fn contributions<Q>(&self, e: &Event, out: &mut Vec<WindowInput<FeatureKey, Q>>) {
-        for (i, d) in self.defs.iter().enumerate() {
-            if !d.event_types.contains(&e.event_type) {
-                continue;
-            }
-            if let Some((f, v)) = d.filter.as_deref().and_then(|f| f.split_once('=')) {
-                if e.field(f) != Some(v) {
-                    continue;
-                }
-            }
-            let Some(key) = e.field(&d.key) else { continue };
-            let value = match (d.agg, d.value.as_deref()) {
-                (Agg::Count | Agg::LastGap, _) => Value::Unit,
-                (Agg::DistinctCount, Some(f)) => match e.field(f) {
-                    Some(v) => Value::Str(v.to_owned()),
-                    None => continue,
-                },
-                (_, Some(f)) => match e.int(f) {
-                    Some(v) => Value::Int(v),
-                    None => continue,
-                },
-                (_, None) => continue,
-            };
-            out.push(WindowInput::Add {
-                key: (i as u16, key.to_owned()),
-                time: e.time,
-                value,
-            });
-        }
+    /// The feature indices of `group`'s slots (what a [`GroupAnswer`](tidemark_operators::keyed::GroupAnswer)'s values are).
+    pub fn group_features(&self, group: u16) -> &[u16] {
+        self.groups
+            .get(group as usize)
+            .map_or(&[], |g| g.features.as_slice())
     }
 
-    /// Point-in-time queries for a decision event `e`: one per feature whose key field `e` has.
-    pub fn queries<Q: Clone>(
-        &self,
-        e: &Event,
-        tag: impl Fn(u16) -> Q,
-        out: &mut Vec<WindowInput<FeatureKey, Q>>,
-    ) {
-        for (i, d) in self.defs.iter().enumerate() {
-            if let Some(key) = e.field(&d.key) {
-                out.push(WindowInput::Query {
-                    key: (i as u16, key.to_owned()),
-                    time: e.time,
-                    tag: tag(i as u16),
-                });
+    /// The window inputs of `e`: per group whose key field `e` has, one [`GroupInput`] with
+    /// its contributions (features whose event types and filter match) and, when `query` is
+    /// given, a query of every feature of the group.
+    pub fn inputs<Q: Clone>(&self, e: &Event, query: Option<Q>, out: &mut Vec<GroupInput<Q>>) {
+        for (gi, g) in self.groups.iter().enumerate() {
+            let Some(key) = e.field(&g.key_field) else {
+                continue;
+            };
+            let mut adds = Vec::new();
+            for (slot, &fi) in g.features.iter().enumerate() {
+                let d = &self.defs[fi as usize];
+                if !d.event_types.contains(&e.event_type) {
+                    continue;
+                }
+                if let Some((f, v)) = d.filter.as_deref().and_then(|f| f.split_once('=')) {
+                    if e.field(f) != Some(v) {
+                        continue;
+                    }
+                }
+                let value = match (d.agg, d.value.as_deref()) {
+                    (Agg::Count | Agg::LastGap, _) => Value::Unit,
+                    (Agg::DistinctCount, Some(f)) => match e.field(f) {
+                        Some(v) => Value::Id(key_id(v.as_bytes())),
+                        None => continue,
+                    },
+                    (_, Some(f)) => match e.int(f) {
+                        Some(v) => Value::Int(v),
+                        None => continue,
+                    },
+                    (_, None) => continue,
+                };
+                adds.push((slot as u16, value));
             }
+            if adds.is_empty() && query.is_none() {
+                continue;
+            }
+            out.push(GroupInput {
+                group: gi as u16,
+                key: key_id(key.as_bytes()),
+                time: e.time,
+                adds,
+                query: query.clone(),
+            });
         }
     }
 
@@ -174,24 +214,23 @@ pub fn digest128(bytes: &[u8]) -> u128 {
     u128::from_le_bytes(b)
 }
 
-impl WindowSpec<FeatureKey> for FeatureSpec {
-    fn spec(&self, key: &FeatureKey) -> (Agg, u64) {
-        match self.defs.get(key.0 as usize) {
-            Some(d) => (d.agg, millis(d.window)),
-            None => (Agg::Count, 0),
-        }
+impl WindowSpec for FeatureSpec {
+    fn slots(&self, group: u16) -> &[(Agg, u64)] {
+        self.groups
+            .get(group as usize)
+            .map_or(&[], |g| g.slots.as_slice())
     }
 
-    /// Canonical encoding: `feature name 0x1F key 0x1F value (decimal)`.
-    fn digest(&self, key: &FeatureKey, value: i64) -> u128 {
+    /// Canonical encoding (docs/hashing.md): `state_digest(key_id(feature name), key id,
+    /// state)`, where the key id is `key_id(key value)` and the state is the aggregate (the
+    /// latest contribution time for last_gap).
+    fn digest(&self, group: u16, slot: u16, key: KeyId, state: i64) -> u128 {
         let name = self
-            .defs
-            .get(key.0 as usize)
-            .map_or("", |d| d.name.as_str());
-        digest128(format!("{name}\u{1f}{}\u{1f}{value}", key.1).as_bytes())
-    }
-
-    fn route(&self, key: &FeatureKey) -> u64 {
-        stable_hash(key.1.as_bytes()) ^ u64::from(key.0).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .groups
+            .get(group as usize)
+            .and_then(|g| g.names.get(slot as usize))
+            .copied()
+            .unwrap_or(0);
+        state_digest(name, key, state)
     }
 }

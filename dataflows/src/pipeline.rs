@@ -7,12 +7,13 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::vec::{Broadcast, Map, Partition};
+use timely::dataflow::operators::core::OkErr;
+use timely::dataflow::operators::vec::{Broadcast, Map};
 use timely::dataflow::operators::{Capability, Concat};
 use timely::dataflow::StreamVec;
 
-use tidemark_operators::decision::{AuditRecord, SnapshotRecord};
-use tidemark_operators::hashing::{bucket_of, sha256_hex, stable_hash};
+use tidemark_operators::decision::{AuditRecord, DecisionTag, SnapshotRecord};
+use tidemark_operators::hashing::{bucket_of, sha256_hex};
 use tidemark_operators::ingest::Admitted;
 use tidemark_operators::keyed::{global_max, stash, KeyedWindows, WindowOutput};
 use tidemark_operators::time::millis;
@@ -88,18 +89,20 @@ struct Trigger {
     amount_minor: i64,
 }
 
+/// The parts of one decision, routed to the worker holding its trigger: O(distinct keys)
+/// messages per decision (one per feature group, one from the graph), not one per feature.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum Gather {
-    Trigger(Trigger),
-    Feature {
+    Trigger(DecisionTag, Trigger),
+    Features {
+        tag: DecisionTag,
         time: LogicalTime,
-        event_id: String,
-        index: u16,
-        value: Option<i64>,
+        group: u16,
+        values: Vec<Option<i64>>,
     },
     Graph {
+        tag: DecisionTag,
         time: LogicalTime,
-        event_id: String,
         size: i64,
         cards: i64,
         version: String,
@@ -107,12 +110,10 @@ enum Gather {
 }
 
 impl Gather {
-    fn key(&self) -> (&str, LogicalTime) {
+    fn key(&self) -> (DecisionTag, LogicalTime) {
         match self {
-            Gather::Trigger(t) => (&t.event_id, t.time),
-            Gather::Feature { time, event_id, .. } | Gather::Graph { time, event_id, .. } => {
-                (event_id, *time)
-            }
+            Gather::Trigger(tag, t) => (*tag, t.time),
+            Gather::Features { tag, time, .. } | Gather::Graph { tag, time, .. } => (*tag, *time),
         }
     }
 }
@@ -138,7 +139,11 @@ pub fn decide<'scope>(
     cfg: Arc<DecisionConfig>,
     failures: Failures,
 ) -> DecisionOutputs<'scope> {
-    // Parsed once and shared (reference-counted) by the five consumers below instead of cloned.
+    let origin = admitted.scope().index() as u32;
+    // Parsed once and shared (reference-counted) by the consumers below instead of cloned;
+    // a decision event gets its tag here, once, for all of its parts.
+    let c0 = cfg.clone();
+    let mut seq = 0u64;
     let events = admitted.flat_map(move |a| {
         let e = Event::parse(&a).map(std::rc::Rc::new);
         if e.is_none() {
@@ -147,114 +152,101 @@ pub fn decide<'scope>(
                 a.event_id
             ));
         }
-        e
+        e.map(|e| {
+            let tag = (e.event_type == DECISION_TYPE && c0.in_range(e.time)).then(|| {
+                seq += 1;
+                DecisionTag { origin, seq }
+            });
+            (e, tag)
+        })
     });
     let spec = FeatureSpec::new(cfg.features.clone());
-    let bound = global_max(events.clone().map(|e| e.time));
+    let bound = global_max(events.clone().map(|(e, _)| e.time));
     let snapshot_ms = millis(cfg.ofp.snapshot_interval);
 
-    // OFP: window contributions and point-in-time queries.
-    let (c1, s1) = (cfg.clone(), spec.clone());
+    // OFP: one window input per (event, feature group).
+    let s1 = spec.clone();
     let window_out = events
         .clone()
-        .flat_map(move |e| {
+        .flat_map(move |(e, tag)| {
             let mut out = Vec::new();
-            s1.contributions(&e, &mut out);
-            if e.event_type == DECISION_TYPE && c1.in_range(e.time) {
-                let id = e.event_id.clone();
-                s1.queries(&e, |i| (id.clone(), i), &mut out);
-            }
+            s1.inputs(&e, tag, &mut out);
             out
         })
         .keyed_windows(spec, snapshot_ms, bound.clone());
-    let mut parts = window_out.partition(2, |o| match o {
-        WindowOutput::Answer(a) => (0, Ok(a)),
-        WindowOutput::Snapshot(s) => (1, Err(s)),
-    });
-    let (Some(snap_parts), Some(answers)) = (parts.pop(), parts.pop()) else {
-        unreachable!("partition returns two streams")
-    };
-    let feature_answers = answers.flat_map(|r| r.ok()).map(|a| Gather::Feature {
-        time: a.time,
-        event_id: a.tag.0,
-        index: a.tag.1,
-        value: a.value,
-    });
-    let snap_parts = snap_parts.flat_map(|r| r.err()).map(|p| SnapIn::Part {
-        time: p.time,
-        digest: p.digest,
-        keys: p.keys,
-        max_seen: p.max_seen,
+    let (answers, snap_parts) = window_out.ok_err(|o| match o {
+        WindowOutput::Answer(a) => Ok(Gather::Features {
+            tag: a.tag,
+            time: a.time,
+            group: a.group,
+            values: a.values,
+        }),
+        WindowOutput::Snapshot(p) => Err(SnapIn::Part {
+            time: p.time,
+            digest: p.digest,
+            keys: p.keys,
+            max_seen: p.max_seen,
+        }),
     });
 
     // IEG.
     let (c2, gp) = (cfg.clone(), cfg.graph.clone());
     let graph_out = events
         .clone()
-        .flat_map(move |e| {
+        .flat_map(move |(e, tag)| {
             let mut out = Vec::new();
             if c2.graph.enabled {
-                let decide = e.event_type == DECISION_TYPE && c2.in_range(e.time);
-                graph_inputs(&c2.graph, &e, decide, &mut out);
+                graph_inputs(&c2.graph, &e, tag, &mut out);
             }
             out
         })
         .identity_graph(&gp, snapshot_ms, bound);
-    let mut gparts = graph_out.partition(2, |o| match o {
+    let (graph_answers, versions) = graph_out.ok_err(|o| match o {
         GraphOutput::Answer {
-            event_id,
+            tag,
             time,
             size,
             cards,
             version,
-        } => (
-            0,
-            Ok(Gather::Graph {
-                time,
-                event_id,
-                size,
-                cards,
-                version,
-            }),
-        ),
+        } => Ok(Gather::Graph {
+            tag,
+            time,
+            size,
+            cards,
+            version,
+        }),
         GraphOutput::Version {
             time,
             version,
             entities,
-        } => (
-            1,
-            Err(SnapIn::Graph {
-                time,
-                version,
-                entities,
-            }),
-        ),
+        } => Err(SnapIn::Graph {
+            time,
+            version,
+            entities,
+        }),
     });
-    let (Some(versions), Some(graph_answers)) = (gparts.pop(), gparts.pop()) else {
-        unreachable!("partition returns two streams")
-    };
-    let versions = versions.flat_map(|r| r.err());
-    let graph_answers = graph_answers.flat_map(|r| r.ok());
 
     // Decision triggers and postures.
-    let c3 = cfg.clone();
-    let triggers = events.clone().flat_map(move |e| {
-        (e.event_type == DECISION_TYPE && c3.in_range(e.time)).then(|| {
-            Gather::Trigger(Trigger {
-                time: e.time,
-                amount_minor: e.int("amount_minor").unwrap_or(0),
-                event_id: e.event_id.clone(),
-                coord: e.coord,
-                record_ts: e.record_ts,
-                ts_utc: e.ts_utc.clone(),
-                trace_id: e.trace_id.clone(),
-                run_id: e.run_id.clone(),
-                scenario_id: e.scenario_id.clone(),
-            })
+    let triggers = events.clone().flat_map(move |(e, tag)| {
+        tag.map(|tag| {
+            Gather::Trigger(
+                tag,
+                Trigger {
+                    time: e.time,
+                    amount_minor: e.int("amount_minor").unwrap_or(0),
+                    event_id: e.event_id.clone(),
+                    coord: e.coord,
+                    record_ts: e.record_ts,
+                    ts_utc: e.ts_utc.clone(),
+                    trace_id: e.trace_id.clone(),
+                    run_id: e.run_id.clone(),
+                    scenario_id: e.scenario_id.clone(),
+                },
+            )
         })
     });
     let postures = events
-        .flat_map(|e| {
+        .flat_map(|(e, _)| {
             (e.event_type == "dl.posture.v1").then(|| {
                 (
                     e.time,
@@ -266,7 +258,7 @@ pub fn decide<'scope>(
         .broadcast();
 
     let audit = gather(
-        triggers.concat(feature_answers).concat(graph_answers),
+        triggers.concat(answers).concat(graph_answers),
         postures,
         cfg.clone(),
     );
@@ -276,7 +268,8 @@ pub fn decide<'scope>(
 
 type Postures = Vec<(LogicalTime, SourceCoord, String)>;
 
-/// What one decision has gathered: its trigger, OFP values, and (size, cards, graph_version).
+/// What one decision has gathered: its trigger, OFP values (one per feature), and
+/// (size, cards, graph_version).
 type Gathered = (
     Option<Trigger>,
     Vec<Option<i64>>,
@@ -288,7 +281,8 @@ fn gather<'scope>(
     postures: StreamVec<'scope, LogicalTime, (LogicalTime, SourceCoord, String)>,
     cfg: Arc<DecisionConfig>,
 ) -> StreamVec<'scope, LogicalTime, AuditRecord> {
-    let pact = Exchange::new(|g: &Gather| stable_hash(g.key().0.as_bytes()));
+    let pact = Exchange::new(|g: &Gather| g.key().0.route());
+    let spec = FeatureSpec::new(cfg.features.clone());
     input.binary_frontier(
         postures,
         pact,
@@ -335,51 +329,39 @@ fn gather<'scope>(
                         0 => "NORMAL".to_owned(),
                         i => known[i - 1].2.clone(),
                     };
-                    let mut by_event: BTreeMap<String, Gathered> = BTreeMap::new();
+                    let mut by_tag: BTreeMap<DecisionTag, Gathered> = BTreeMap::new();
                     let n = cfg.features.len();
                     for g in items {
+                        let e = by_tag
+                            .entry(g.key().0)
+                            .or_insert_with(|| (None, vec![None; n], None));
                         match g {
-                            Gather::Trigger(tr) => {
-                                let id = tr.event_id.clone();
-                                by_event
-                                    .entry(id)
-                                    .or_insert_with(|| (None, vec![None; n], None))
-                                    .0 = Some(tr)
-                            }
-                            Gather::Feature {
-                                event_id,
-                                index,
-                                value,
-                                ..
-                            } => {
-                                let e = by_event
-                                    .entry(event_id)
-                                    .or_insert_with(|| (None, vec![None; n], None));
-                                if let Some(slot) = e.1.get_mut(index as usize) {
-                                    *slot = value;
+                            Gather::Trigger(_, tr) => e.0 = Some(tr),
+                            Gather::Features { group, values, .. } => {
+                                for (&fi, v) in spec.group_features(group).iter().zip(values) {
+                                    if let Some(slot) = e.1.get_mut(fi as usize) {
+                                        *slot = v;
+                                    }
                                 }
                             }
                             Gather::Graph {
-                                event_id,
                                 size,
                                 cards,
                                 version,
                                 ..
-                            } => {
-                                by_event
-                                    .entry(event_id)
-                                    .or_insert_with(|| (None, vec![None; n], None))
-                                    .2 = Some((size, cards, version))
-                            }
+                            } => e.2 = Some((size, cards, version)),
                         }
                     }
                     if out_cap.is_none() {
                         out_cap = Some(cap.clone());
                     }
-                    for (_id, (trigger, fvals, graph)) in by_event {
+                    let first = out.len();
+                    for (_tag, (trigger, fvals, graph)) in by_tag {
                         let Some(tr) = trigger else { continue };
                         out.push(audit_record(&cfg, &index, tr, &fvals, graph, &posture));
                     }
+                    // Within a time, in event_id order (independent of arrival order).
+                    out[first..].sort_by(|a, b| a.event_id.cmp(&b.event_id));
                 }
                 // One message per activation, not one per logical time.
                 if let Some(c) = out_cap {

@@ -90,3 +90,21 @@ pub struct SnapshotRecord {
     /// Entities in live, non-hub edges as of `time`.
     pub graph_entities: u64,
 }
+
+/// Names one decision while its parts are gathered: the worker holding its trigger and a
+/// sequence number there. Feature and graph answers are routed back to `origin`, so the
+/// trigger (with its strings) never leaves the worker that parsed the event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DecisionTag {
+    /// The worker holding the trigger.
+    pub origin: u32,
+    /// Sequence number on that worker.
+    pub seq: u64,
+}
+
+impl DecisionTag {
+    /// The exchange route back to the origin worker (timely routes by `route % peers`).
+    pub fn route(&self) -> u64 {
+        u64::from(self.origin)
+    }
+}

@@ -3,10 +3,11 @@
 //! Everything that reaches an output (bucket numbers, digests) uses an algorithm documented in
 //! `docs/hashing.md`, so an independent program can recompute it:
 //! - buckets: `xxh3_64(key bytes, seed 0) % buckets`;
-//! - file and section digests: SHA-256, lower-case hex.
+//! - file and section digests: SHA-256, lower-case hex;
+//! - key ids (entity keys, distinct values): `xxh3_128(bytes, seed 0)`, see [`key_id`].
 
 use sha2::{Digest, Sha256};
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
 /// Stable 64-bit hash of a byte string (XXH3-64, seed 0). Used for exchange routing and buckets.
 pub fn stable_hash(bytes: &[u8]) -> u64 {
@@ -16,6 +17,37 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
 /// The bucket of `key` among `buckets` fixed buckets (independent of worker count).
 pub fn bucket_of(key: &str, buckets: u32) -> u32 {
     (stable_hash(key.as_bytes()) % u64::from(buckets.max(1))) as u32
+}
+
+/// A fixed-width key id: XXH3-128 (seed 0) of the key's canonical bytes.
+///
+/// Hot-path state is keyed by these ids instead of Strings. The id is a pure function of the
+/// bytes, so it does not depend on worker count, arrival order or process. Two distinct keys
+/// collide with probability about `n² / 2¹²⁹` for `n` keys (below 10⁻²⁰ at a billion keys);
+/// `docs/hashing.md` documents the encoding so an independent program can recompute it.
+pub fn key_id(bytes: &[u8]) -> u128 {
+    xxh3_128(bytes)
+}
+
+/// A key id of several parts, each followed by the unit separator `0x1F` (the canonical
+/// encoding of a typed key such as `card_id 0x1F card-17 0x1F`).
+pub fn key_id_of(parts: &[&[u8]]) -> u128 {
+    let mut buf = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for p in parts {
+        buf.extend_from_slice(p);
+        buf.push(0x1F);
+    }
+    xxh3_128(&buf)
+}
+
+/// 128-bit digest of a fixed-width state tuple: XXH3-128 of `a ‖ b ‖ c` (16 + 16 + 8 bytes,
+/// little endian). Snapshot digests are wrapping sums of these.
+pub fn state_digest(a: u128, b: u128, c: i64) -> u128 {
+    let mut buf = [0u8; 40];
+    buf[..16].copy_from_slice(&a.to_le_bytes());
+    buf[16..32].copy_from_slice(&b.to_le_bytes());
+    buf[32..].copy_from_slice(&c.to_le_bytes());
+    xxh3_128(&buf)
 }
 
 /// SHA-256 of `bytes` as lower-case hex.

@@ -1,23 +1,32 @@
-//! [`KeyedWindows`]: point-in-time sliding-window lookups with periodic state digests.
+//! [`KeyedWindows`]: point-in-time sliding-window lookups with incrementally maintained state
+//! digests.
 //!
-//! The input carries, per key, contributions ([`WindowInput::Add`]) and point-in-time queries
-//! ([`WindowInput::Query`]), each with its logical time in the data. Inputs are routed to the
-//! worker owning the key, buffered, and processed in logical-time order once the frontier has
-//! passed their time. At time `t`, per key: evict contributions older than `t - window`, answer
-//! every query at `t` (so a query sees exactly the contributions with `t - window <= s < t`),
-//! then add the contributions at `t`. Each query is answered once, at its own time: this is a
-//! half-join against the window state, never re-emitted when the state changes later.
+//! Windows are laid out in groups ([`WindowSpec::slots`]): every window kept under the same key
+//! (e.g. all features keyed by `card_id`) is one group, and one [`GroupInput`] per (event,
+//! group) carries all of that event's contributions to the group's slots and, for a decision
+//! event, one query of all of them. Keys are fixed-width [`KeyId`]s. Inputs are routed to the
+//! worker owning the (group, key), buffered, and processed in logical-time order once the
+//! frontier has passed their time. At time `t`, per key: evict contributions older than
+//! `t - window`, answer every query at `t` (so a query sees exactly the contributions with
+//! `t - window <= s < t`), then add the contributions at `t`. Each query is answered once, at
+//! its own time, with one [`GroupAnswer`] holding every slot: a half-join against the window
+//! state, never re-emitted when the state changes later.
+//!
+//! State is bounded by the windows: each contribution is queued for expiry at the first time
+//! it is out of its window, and a key whose windows all emptied is dropped then.
 //!
 //! Every `snapshot_ms` of logical time, once the frontier reaches a multiple `T`, each worker
-//! digests the state as of `T` (every key with a non-empty window) into a [`SnapshotPart`]: the
-//! wrapping sum of a 128-bit digest per `(key, value)` and the key count, emitted at timely time
-//! `T`. Sums combine across workers in any order, so the combined digest does not depend on the
-//! worker count.
+//! reports the digest of its state as of `T` in a [`SnapshotPart`]: the wrapping sum of a
+//! 128-bit digest per non-empty (group, slot, key, state) and their count. The sum is kept
+//! incrementally: at a boundary only the keys changed since the previous one (by a
+//! contribution or an expiry) are digested again. Sums combine across workers in any order, so
+//! the combined digest does not depend on the worker count.
 
 use std::collections::BTreeMap;
 
+use std::collections::VecDeque;
+
 use rustc_hash::FxHashMap as HashMap;
-use std::hash::Hash;
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -86,51 +95,39 @@ pub fn trail_boundaries(
 /// Inputs buffered by logical time, each time with the least capability that delivered it.
 pub type Pending<D> = BTreeMap<LogicalTime, (Capability<LogicalTime>, Vec<D>)>;
 
-/// One input to [`KeyedWindows`].
+/// A key of keyed window state: a [`key_id`](crate::hashing::key_id) (fixed width, no String).
+pub type KeyId = u128;
+
+/// One event's contributions to, and point-in-time query of, one key of one window group.
+///
+/// A group is a set of windows kept under the same key (e.g. every feature keyed by
+/// `card_id`): one message per (event, group) carries all its contributions, and one state
+/// lookup serves them all.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum WindowInput<K, Q> {
-    /// A contribution to `key` at `time`.
-    Add {
-        /// The key.
-        key: K,
-        /// Logical time.
-        time: LogicalTime,
-        /// The value.
-        value: Value,
-    },
-    /// A query of `key` as of `time` (strictly before).
-    Query {
-        /// The key.
-        key: K,
-        /// Logical time.
-        time: LogicalTime,
-        /// Returned with the answer.
-        tag: Q,
-    },
+pub struct GroupInput<Q> {
+    /// The group (an index into [`WindowSpec::slots`]).
+    pub group: u16,
+    /// The key.
+    pub key: KeyId,
+    /// Logical time of the event.
+    pub time: LogicalTime,
+    /// Contributions at `time`: (slot within the group, value).
+    pub adds: Vec<(u16, Value)>,
+    /// A query of every slot as of `time` (strictly before), answered with this tag.
+    pub query: Option<Q>,
 }
 
-impl<K, Q> WindowInput<K, Q> {
-    fn key(&self) -> &K {
-        match self {
-            WindowInput::Add { key, .. } | WindowInput::Query { key, .. } => key,
-        }
-    }
-    fn time(&self) -> LogicalTime {
-        match self {
-            WindowInput::Add { time, .. } | WindowInput::Query { time, .. } => *time,
-        }
-    }
-}
-
-/// An answered query.
+/// An answered query: the value of every slot of the group as of `time`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WindowAnswer<Q> {
+pub struct GroupAnswer<Q> {
     /// The query's tag.
     pub tag: Q,
     /// The query's time.
     pub time: LogicalTime,
-    /// The aggregate (`None` for min/max/last_gap of nothing).
-    pub value: Option<i64>,
+    /// The group.
+    pub group: u16,
+    /// One value per slot (`None` for min/max/last_gap of nothing).
+    pub values: Vec<Option<i64>>,
 }
 
 /// One worker's digest of the window state as of `time`.
@@ -138,9 +135,9 @@ pub struct WindowAnswer<Q> {
 pub struct SnapshotPart {
     /// The snapshot boundary.
     pub time: LogicalTime,
-    /// Wrapping sum of per-(key, value) digests.
+    /// Wrapping sum of per-(group, slot, key, state) digests.
     pub digest: u128,
-    /// Keys with a non-empty window.
+    /// (key, slot) pairs with a non-empty window.
     pub keys: u64,
     /// Largest contribution time this worker has seen (bounds which boundaries are reported).
     pub max_seen: LogicalTime,
@@ -150,27 +147,27 @@ pub struct SnapshotPart {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WindowOutput<Q> {
     /// An answered query.
-    Answer(WindowAnswer<Q>),
+    Answer(GroupAnswer<Q>),
     /// A state digest part.
     Snapshot(SnapshotPart),
 }
 
-/// Per-key configuration: the aggregation and window (ms) of a key.
-pub trait WindowSpec<K>: Clone + 'static {
-    /// Aggregation and window of `key`.
-    fn spec(&self, key: &K) -> (Agg, u64);
-    /// 128-bit digest of `(key, value)` for state snapshots.
-    fn digest(&self, key: &K, value: i64) -> u128;
-    /// Stable routing hash of a key.
-    fn route(&self, key: &K) -> u64;
+/// The window layout: the slots (aggregation, window in ms) of every group, and the digest of
+/// one slot's state.
+pub trait WindowSpec: Clone + 'static {
+    /// Aggregation and window (ms) of each slot of `group` (empty for an unknown group).
+    fn slots(&self, group: u16) -> &[(Agg, u64)];
+    /// 128-bit digest of `(group, slot, key, state)` for state snapshots, where `state` is
+    /// [`WindowState::state`].
+    fn digest(&self, group: u16, slot: u16, key: KeyId, state: i64) -> u128;
 }
 
 /// Extension trait for keyed sliding-window lookups.
-pub trait KeyedWindows<'scope, K, Q> {
+pub trait KeyedWindows<'scope, Q> {
     /// See the module docs. `snapshot_ms == 0` disables snapshots. `bound` carries the
     /// largest logical time of the whole input (see [`global_max`]): once every input is
     /// complete, only boundaries up to it are reported.
-    fn keyed_windows<S: WindowSpec<K>>(
+    fn keyed_windows<S: WindowSpec>(
         self,
         spec: S,
         snapshot_ms: u64,
@@ -217,29 +214,208 @@ pub fn global_max<'scope>(
         .broadcast()
 }
 
-struct KeyState {
-    window: u64,
-    state: WindowState,
+/// The route of a (group, key) pair: the key's low 64 bits mixed with the group.
+pub fn route(group: u16, key: KeyId) -> u64 {
+    (key as u64) ^ u64::from(group).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-impl<'scope, K, Q> KeyedWindows<'scope, K, Q> for StreamVec<'scope, LogicalTime, WindowInput<K, Q>>
+/// The windows of one (group, key) with its contribution to the running digest.
+struct GroupState {
+    windows: Vec<WindowState>,
+    /// This key's share of the worker digest as of the last boundary it was digested at.
+    digest: u128,
+    /// Its non-empty slots at that boundary.
+    live: u64,
+    dirty: bool,
+}
+
+/// The window state of one worker: every live (group, key), the running digest, and the
+/// expiry queues that evict state as soon as it falls out of every window.
+struct WindowStore<S: WindowSpec> {
+    spec: S,
+    keys: HashMap<(u16, KeyId), GroupState>,
+    /// Per group: its distinct windows, each with a queue of (first time a contribution is
+    /// out of that window, key), in time order (contributions arrive in time order).
+    expiry: Vec<Vec<(u64, VecDeque<(LogicalTime, KeyId)>)>>,
+    /// Per group, per slot: the index of its window in `expiry[group]`.
+    slot_window: Vec<Vec<usize>>,
+    /// Keys changed since the last boundary (only kept when snapshots are on).
+    dirty: Vec<(u16, KeyId)>,
+    track_dirty: bool,
+    digest: u128,
+    live: u64,
+}
+
+impl<S: WindowSpec> WindowStore<S> {
+    fn new(spec: S, track_dirty: bool) -> Self {
+        WindowStore {
+            spec,
+            keys: HashMap::default(),
+            expiry: Vec::new(),
+            slot_window: Vec::new(),
+            dirty: Vec::new(),
+            track_dirty,
+            digest: 0,
+            live: 0,
+        }
+    }
+
+    fn layout(&mut self, group: u16) {
+        let g = group as usize;
+        while self.expiry.len() <= g {
+            let slots = self.spec.slots(self.expiry.len() as u16);
+            let mut windows: Vec<(u64, VecDeque<(LogicalTime, KeyId)>)> = Vec::new();
+            let mut index = Vec::with_capacity(slots.len());
+            for (_, w) in slots {
+                match windows.iter().position(|(x, _)| x == w) {
+                    Some(i) => index.push(i),
+                    None => {
+                        index.push(windows.len());
+                        windows.push((*w, VecDeque::new()));
+                    }
+                }
+            }
+            self.expiry.push(windows);
+            self.slot_window.push(index);
+        }
+    }
+
+    fn fresh(&self, group: u16) -> Vec<WindowState> {
+        self.spec
+            .slots(group)
+            .iter()
+            .map(|(agg, _)| WindowState::new(*agg))
+            .collect()
+    }
+
+    fn evict(spec: &S, group: u16, st: &mut GroupState, t: LogicalTime) {
+        for (ws, (_, w)) in st.windows.iter_mut().zip(spec.slots(group)) {
+            ws.evict_before(t.saturating_sub(*w));
+        }
+    }
+
+    fn mark(dirty: &mut Vec<(u16, KeyId)>, track: bool, g: u16, k: KeyId, st: &mut GroupState) {
+        if track && !st.dirty {
+            st.dirty = true;
+            dirty.push((g, k));
+        }
+    }
+
+    /// Evicts every key with a contribution that left a window at or before `t`; drops keys
+    /// left empty (their share of the digest goes with them).
+    fn expire(&mut self, t: LogicalTime) {
+        for (g, windows) in self.expiry.iter_mut().enumerate() {
+            let g = g as u16;
+            for (_, queue) in windows.iter_mut() {
+                while let Some(&(due, k)) = queue.front() {
+                    if due > t {
+                        break;
+                    }
+                    queue.pop_front();
+                    let Some(st) = self.keys.get_mut(&(g, k)) else {
+                        continue;
+                    };
+                    Self::evict(&self.spec, g, st, t);
+                    if st.windows.iter().all(WindowState::is_empty) {
+                        self.digest = self.digest.wrapping_sub(st.digest);
+                        self.live -= st.live;
+                        self.keys.remove(&(g, k));
+                    } else {
+                        Self::mark(&mut self.dirty, self.track_dirty, g, k, st);
+                    }
+                }
+            }
+        }
+    }
+
+    fn answer(&mut self, group: u16, key: KeyId, t: LogicalTime) -> Vec<Option<i64>> {
+        match self.keys.get_mut(&(group, key)) {
+            Some(st) => {
+                Self::evict(&self.spec, group, st, t);
+                st.windows.iter().map(|w| w.value(t)).collect()
+            }
+            None => self.fresh(group).iter().map(|w| w.value(t)).collect(),
+        }
+    }
+
+    fn add(&mut self, group: u16, key: KeyId, t: LogicalTime, adds: Vec<(u16, Value)>) {
+        self.layout(group);
+        let g = group as usize;
+        let fresh = if self.keys.contains_key(&(group, key)) {
+            None
+        } else {
+            Some(self.fresh(group))
+        };
+        let st = self.keys.entry((group, key)).or_insert_with(|| GroupState {
+            windows: fresh.unwrap_or_default(),
+            digest: 0,
+            live: 0,
+            dirty: false,
+        });
+        Self::evict(&self.spec, group, st, t);
+        let mut queued = 0u64;
+        for (slot, value) in adds {
+            let Some(ws) = st.windows.get_mut(slot as usize) else {
+                continue;
+            };
+            ws.push(t, value);
+            let wi = self.slot_window[g][slot as usize];
+            if wi >= 64 || queued & (1 << wi) == 0 {
+                queued |= 1u64.checked_shl(wi as u32).unwrap_or(0);
+                let (w, q) = &mut self.expiry[g][wi];
+                q.push_back((t.saturating_add(*w).saturating_add(1), key));
+            }
+        }
+        Self::mark(&mut self.dirty, self.track_dirty, group, key, st);
+    }
+
+    /// Brings the digest up to date as of boundary `t` (after [`Self::expire`]`(t)`): only
+    /// the keys changed since the last boundary are digested again.
+    fn digest_at(&mut self, t: LogicalTime) -> (u128, u64) {
+        for (g, k) in std::mem::take(&mut self.dirty) {
+            let Some(st) = self.keys.get_mut(&(g, k)) else {
+                continue;
+            };
+            if !st.dirty {
+                continue;
+            }
+            st.dirty = false;
+            Self::evict(&self.spec, g, st, t);
+            let (mut d, mut live) = (0u128, 0u64);
+            for (slot, ws) in st.windows.iter().enumerate() {
+                if let Some(s) = ws.state() {
+                    d = d.wrapping_add(self.spec.digest(g, slot as u16, k, s));
+                    live += 1;
+                }
+            }
+            self.digest = self.digest.wrapping_sub(st.digest).wrapping_add(d);
+            self.live = self.live - st.live + live;
+            st.digest = d;
+            st.live = live;
+            if live == 0 {
+                self.keys.remove(&(g, k));
+            }
+        }
+        (self.digest, self.live)
+    }
+}
+
+impl<'scope, Q> KeyedWindows<'scope, Q> for StreamVec<'scope, LogicalTime, GroupInput<Q>>
 where
-    K: timely::ExchangeData + Eq + Hash + Clone,
     Q: timely::ExchangeData,
 {
-    fn keyed_windows<S: WindowSpec<K>>(
+    fn keyed_windows<S: WindowSpec>(
         self,
         spec: S,
         snapshot_ms: u64,
         bound: StreamVec<'scope, LogicalTime, LogicalTime>,
     ) -> StreamVec<'scope, LogicalTime, WindowOutput<Q>> {
-        let router = spec.clone();
-        let pact = Exchange::new(move |i: &WindowInput<K, Q>| router.route(i.key()));
+        let pact = Exchange::new(|i: &GroupInput<Q>| route(i.group, i.key));
         self.binary_frontier(bound, pact, Pipeline, "KeyedWindows", move |cap, _info| {
             let mut global_max: Option<LogicalTime> = None;
             let mut trailing: Option<Capability<LogicalTime>> = Some(cap);
-            let mut pending: Pending<WindowInput<K, Q>> = BTreeMap::new();
-            let mut keys: HashMap<K, KeyState> = HashMap::default();
+            let mut pending: Pending<GroupInput<Q>> = BTreeMap::new();
+            let mut store = WindowStore::new(spec, snapshot_ms > 0);
             let mut next_snapshot: Option<LogicalTime> = None;
             let mut max_seen: LogicalTime = 0;
             move |(input, frontier), (bound_in, bound_frontier), output| {
@@ -252,7 +428,7 @@ where
                     };
                     for batch in data {
                         for item in batch.drain(..) {
-                            let t = item.time();
+                            let t = item.time;
                             stash(&mut pending, &cap, t, item);
                         }
                     }
@@ -273,20 +449,9 @@ where
                     });
                     match (snap, next_input) {
                         (Some(ts), ni) if ni.is_none_or(|ti| ts <= ti) => {
-                            let mut digest = 0u128;
-                            let mut count = 0u64;
-                            keys.retain(|k, ks| {
-                                ks.state.evict_before(ts.saturating_sub(ks.window));
-                                if ks.state.is_empty() {
-                                    return false;
-                                }
-                                if let Some(v) = ks.state.value(ts) {
-                                    digest = digest.wrapping_add(spec.digest(k, v));
-                                }
-                                count += 1;
-                                true
-                            });
-                            if count > 0 {
+                            store.expire(ts);
+                            let (digest, keys) = store.digest_at(ts);
+                            if keys > 0 {
                                 if let Some(c) = trailing.as_ref() {
                                     let at = if *c.time() <= ts {
                                         c.delayed(&ts)
@@ -297,13 +462,13 @@ where
                                         SnapshotPart {
                                             time: ts,
                                             digest,
-                                            keys: count,
+                                            keys,
                                             max_seen,
                                         },
                                     ));
                                 }
                             }
-                            next_snapshot = if keys.is_empty() {
+                            next_snapshot = if store.keys.is_empty() {
                                 None
                             } else {
                                 Some(ts + snapshot_ms)
@@ -319,39 +484,26 @@ where
                             if out_cap.is_none() {
                                 out_cap = Some(cap.clone());
                             }
+                            store.expire(t);
                             // Queries first (strictly before t), then contributions at t.
-                            let (queries, adds): (Vec<_>, Vec<_>) = items
-                                .into_iter()
-                                .partition(|i| matches!(i, WindowInput::Query { .. }));
-                            for item in queries {
-                                if let WindowInput::Query { key, time, tag } = item {
-                                    let value = match keys.get_mut(&key) {
-                                        Some(ks) => {
-                                            ks.state.evict_before(time.saturating_sub(ks.window));
-                                            ks.state.value(time)
-                                        }
-                                        None => WindowState::new(spec.spec(&key).0).value(time),
-                                    };
-                                    out.push(WindowOutput::Answer(WindowAnswer {
+                            let mut adds = Vec::with_capacity(items.len());
+                            for item in items {
+                                if let Some(tag) = item.query {
+                                    let values = store.answer(item.group, item.key, t);
+                                    out.push(WindowOutput::Answer(GroupAnswer {
                                         tag,
-                                        time,
-                                        value,
+                                        time: t,
+                                        group: item.group,
+                                        values,
                                     }));
                                 }
-                            }
-                            for item in adds {
-                                if let WindowInput::Add { key, time, value } = item {
-                                    max_seen = max_seen.max(time);
-                                    let ks = keys.entry(key).or_insert_with_key(|k| {
-                                        let (agg, window) = spec.spec(k);
-                                        KeyState {
-                                            window,
-                                            state: WindowState::new(agg),
-                                        }
-                                    });
-                                    ks.state.evict_before(time.saturating_sub(ks.window));
-                                    ks.state.push(time, value);
+                                if !item.adds.is_empty() {
+                                    adds.push((item.group, item.key, item.adds));
                                 }
+                            }
+                            for (group, key, a) in adds {
+                                max_seen = max_seen.max(t);
+                                store.add(group, key, t, a);
                             }
                         }
                         _ => break,

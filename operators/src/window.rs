@@ -7,7 +7,9 @@
 //! increasing order. All arithmetic is integer; empty windows give 0 for count, sum and
 //! distinct_count and `None` for min, max and last_gap.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -31,15 +33,15 @@ pub enum Agg {
     LastGap,
 }
 
-/// A contributed value: integer for sum/min/max, any string for distinct_count.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// A contributed value: integer for sum/min/max, a value id for distinct_count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Value {
     /// No value (count, last_gap).
     Unit,
     /// An integer.
     Int(i64),
-    /// A string.
-    Str(String),
+    /// The [`key_id`](crate::hashing::key_id) of a value counted by distinct_count.
+    Id(u128),
 }
 
 /// Window contents of one key for one aggregation.
@@ -48,7 +50,7 @@ pub struct WindowState {
     agg: Agg,
     entries: VecDeque<(LogicalTime, Value)>,
     sum: i128,
-    distinct: BTreeMap<Value, u64>,
+    distinct: FxHashMap<Value, u64>,
     // Monotonic deques of (time, value) for min and max.
     mono: VecDeque<(LogicalTime, i64)>,
 }
@@ -60,7 +62,7 @@ impl WindowState {
             agg,
             entries: VecDeque::new(),
             sum: 0,
-            distinct: BTreeMap::new(),
+            distinct: FxHashMap::default(),
             mono: VecDeque::new(),
         }
     }
@@ -101,7 +103,7 @@ impl WindowState {
     pub fn push(&mut self, s: LogicalTime, v: Value) {
         match (self.agg, &v) {
             (Agg::Sum, Value::Int(x)) => self.sum += i128::from(*x),
-            (Agg::DistinctCount, _) => *self.distinct.entry(v.clone()).or_default() += 1,
+            (Agg::DistinctCount, _) => *self.distinct.entry(v).or_default() += 1,
             (Agg::Min, Value::Int(x)) => {
                 while self.mono.back().is_some_and(|(_, b)| *b >= *x) {
                     self.mono.pop_back();
@@ -133,6 +135,24 @@ impl WindowState {
             Agg::Min | Agg::Max => self.mono.front().map(|(_, v)| *v),
             Agg::LastGap => self.entries.back().map(|(s, _)| (t - s) as i64),
         }
+    }
+
+    /// The state digested in snapshots: the aggregate, except for last_gap, whose state is the
+    /// latest contribution time (its value `t - s` changes with every `t`, its state does not).
+    /// `None` when nothing is held.
+    pub fn state(&self) -> Option<i64> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        match self.agg {
+            Agg::LastGap => self.entries.back().map(|(s, _)| *s as i64),
+            _ => self.value(0),
+        }
+    }
+
+    /// The time of the oldest contribution held.
+    pub fn oldest(&self) -> Option<LogicalTime> {
+        self.entries.front().map(|(s, _)| *s)
     }
 }
 
@@ -190,7 +210,7 @@ mod tests {
                     }
                     let v = rng.random_range(-20..20i64);
                     let val = if agg == Agg::DistinctCount {
-                        Value::Str(v.to_string())
+                        Value::Id(v as u128)
                     } else {
                         Value::Int(v)
                     };
