@@ -1,22 +1,83 @@
-//! Admitted events as the decision stages see them: the canonical envelope parsed once.
+//! Admitted events as the decision stages see them: the canonical envelope parsed once into a
+//! compact typed event.
+//!
+//! An [`EventSchema`] names the event types and payload fields the decision stages read (it is
+//! built from the profile: feature keys, values and filters, graph edges, the DF's fields).
+//! [`Event::parse`] keeps exactly those fields, in a vector indexed by [`FieldId`], so every
+//! lookup on the hot path is an index, not a string comparison; every other payload field is
+//! skipped without being copied.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::fmt;
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 
 use tidemark_operators::ingest::Admitted;
 use tidemark_operators::{LogicalTime, SourceCoord};
 
-/// An admitted event with its payload fields.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A payload field the schema knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FieldId(pub u16);
+
+/// An event type the schema knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TypeId(pub u16);
+
+/// The event types and payload fields the decision stages read.
+#[derive(Clone, Debug, Default)]
+pub struct EventSchema {
+    types: Vec<String>,
+    fields: Vec<String>,
+}
+
+impl EventSchema {
+    /// Registers (or finds) a payload field.
+    pub fn field(&mut self, name: &str) -> FieldId {
+        match self.field_id(name) {
+            Some(f) => f,
+            None => {
+                self.fields.push(name.to_owned());
+                FieldId((self.fields.len() - 1) as u16)
+            }
+        }
+    }
+
+    /// Registers (or finds) an event type.
+    pub fn ty(&mut self, name: &str) -> TypeId {
+        match self.types.iter().position(|t| t == name) {
+            Some(i) => TypeId(i as u16),
+            None => {
+                self.types.push(name.to_owned());
+                TypeId((self.types.len() - 1) as u16)
+            }
+        }
+    }
+
+    /// A registered field's id.
+    pub fn field_id(&self, name: &str) -> Option<FieldId> {
+        self.fields
+            .iter()
+            .position(|f| f == name)
+            .map(|i| FieldId(i as u16))
+    }
+
+    /// A registered field's name.
+    pub fn field_name(&self, f: FieldId) -> &str {
+        self.fields.get(f.0 as usize).map_or("", String::as_str)
+    }
+}
+
+/// An admitted event with the payload fields its schema names.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Event {
     /// Logical time assigned by IG.
     pub time: LogicalTime,
     /// `event_id`.
     pub event_id: String,
-    /// `event_type`.
-    pub event_type: String,
+    /// `event_type`, when the schema knows it.
+    pub kind: Option<TypeId>,
     /// Ingress coordinates.
     pub coord: SourceCoord,
     /// Ingress record timestamp (Kafka record timestamp), kept as provenance.
@@ -29,55 +90,114 @@ pub struct Event {
     pub run_id: String,
     /// Envelope `scenario_id`.
     pub scenario_id: String,
-    /// Payload fields rendered as strings (strings as-is, numbers and booleans in JSON form).
-    pub fields: BTreeMap<String, String>,
+    /// Payload fields by [`FieldId`], rendered as strings (strings as-is, numbers and booleans
+    /// in their canonical JSON form); `None` when absent or null.
+    values: Vec<Option<Box<str>>>,
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    ts_utc: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    trace_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    run_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    scenario_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    payload: Option<&'a RawValue>,
+}
+
+/// Deserializes a payload object into the schema's field vector.
+struct Payload<'s> {
+    schema: &'s EventSchema,
+    values: &'s mut Vec<Option<Box<str>>>,
+}
+
+impl<'de> DeserializeSeed<'de> for Payload<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Payload<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a payload object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            let Some(f) = self.schema.field_id(&key) else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            let raw: &'de RawValue = map.next_value()?;
+            let text = raw.get();
+            let value = match text.as_bytes().first() {
+                Some(b'"') => Some(
+                    serde_json::from_str::<Cow<str>>(text)
+                        .map_err(serde::de::Error::custom)?
+                        .into(),
+                ),
+                _ if text == "null" => None,
+                _ => Some(text.into()),
+            };
+            if let Some(slot) = self.values.get_mut(f.0 as usize) {
+                *slot = value;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Event {
     /// Parses an admitted row; `None` if its envelope is not the canonical JSON IG wrote.
-    pub fn parse(a: &Admitted) -> Option<Event> {
-        let Value::Object(o) = serde_json::from_str::<Value>(&a.envelope).ok()? else {
-            return None;
-        };
-        let s = |k: &str| {
-            o.get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let mut fields = BTreeMap::new();
-        if let Some(Value::Object(p)) = o.get("payload") {
-            for (k, v) in p {
-                let text = match v {
-                    Value::String(x) => x.clone(),
-                    Value::Null => continue,
-                    other => other.to_string(),
-                };
-                fields.insert(k.clone(), text);
+    pub fn parse(a: &Admitted, schema: &EventSchema) -> Option<Event> {
+        let env: Envelope = serde_json::from_str(&a.envelope).ok()?;
+        let mut values = vec![None; schema.fields.len()];
+        if let Some(p) = env.payload {
+            let mut de = serde_json::Deserializer::from_str(p.get());
+            Payload {
+                schema,
+                values: &mut values,
             }
+            .deserialize(&mut de)
+            .ok()?;
         }
+        let own = |s: Option<Cow<str>>| s.map(Cow::into_owned).unwrap_or_default();
         Some(Event {
             time: a.logical_time,
             event_id: a.event_id.clone(),
-            event_type: a.event_type.clone(),
+            kind: schema
+                .types
+                .iter()
+                .position(|t| *t == a.event_type)
+                .map(|i| TypeId(i as u16)),
             coord: a.coord,
             record_ts: a.record_ts,
-            ts_utc: s("ts_utc"),
-            trace_id: s("trace_id"),
-            run_id: s("run_id"),
-            scenario_id: s("scenario_id"),
-            fields,
+            ts_utc: own(env.ts_utc),
+            trace_id: own(env.trace_id),
+            run_id: own(env.run_id),
+            scenario_id: own(env.scenario_id),
+            values,
         })
     }
 
     /// A payload field as a string.
-    pub fn field(&self, name: &str) -> Option<&str> {
-        self.fields.get(name).map(String::as_str)
+    pub fn field(&self, f: FieldId) -> Option<&str> {
+        self.values.get(f.0 as usize)?.as_deref()
     }
 
     /// A payload field as an integer.
-    pub fn int(&self, name: &str) -> Option<i64> {
-        self.field(name).and_then(|v| v.parse().ok())
+    pub fn int(&self, f: FieldId) -> Option<i64> {
+        self.field(f).and_then(|v| v.parse().ok())
+    }
+
+    /// True when the event's type is `t`.
+    pub fn is(&self, t: TypeId) -> bool {
+        self.kind == Some(t)
     }
 }
 
@@ -90,4 +210,53 @@ pub fn entity_type(field: &str) -> &str {
 /// The typed entity key of a field value, e.g. `card:card-17`.
 pub fn entity_key(field: &str, value: &str) -> String {
     format!("{}:{value}", entity_type(field))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admitted(envelope: &str) -> Admitted {
+        Admitted {
+            logical_time: 5,
+            event_id: "e1".into(),
+            event_type: "txn.authorization.v1".into(),
+            coord: SourceCoord {
+                partition: 0,
+                offset: 1,
+            },
+            partition_key: String::new(),
+            record_ts: 9,
+            late_clamped: false,
+            envelope: envelope.into(),
+        }
+    }
+
+    #[test]
+    fn keeps_only_schema_fields_in_canonical_form() {
+        let mut s = EventSchema::default();
+        let (card, amt, ok, note, gone) = (
+            s.field("card_id"),
+            s.field("amount_minor"),
+            s.field("success"),
+            s.field("note"),
+            s.field("missing"),
+        );
+        let txn = s.ty("txn.authorization.v1");
+        let e = Event::parse(
+            &admitted(r#"{"ts_utc":"2026-01-01T00:00:00Z","trace_id":"t","payload":{"card_id":"c\u00e9\"1","amount_minor":-12,"success":false,"note":null,"other":{"x":[1,2]}}}"#),
+            &s,
+        )
+        .expect("parses");
+        assert!(e.is(txn));
+        assert_eq!(e.field(card), Some("cé\"1"));
+        assert_eq!(e.int(amt), Some(-12));
+        assert_eq!(e.field(ok), Some("false"));
+        assert_eq!(e.field(note), None);
+        assert_eq!(e.field(gone), None);
+        assert_eq!(e.ts_utc, "2026-01-01T00:00:00Z");
+        assert_eq!(e.trace_id, "t");
+        assert_eq!(e.run_id, "");
+        assert!(Event::parse(&admitted("not json"), &s).is_none());
+    }
 }

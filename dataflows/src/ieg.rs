@@ -30,7 +30,7 @@ use tidemark_operators::keyed::{fold_max, stash, trail_boundaries};
 use tidemark_operators::time::millis;
 use tidemark_operators::LogicalTime;
 
-use crate::event::{entity_key, Event};
+use crate::event::{entity_key, entity_type, Event, EventSchema, FieldId, TypeId};
 use crate::ofp::digest128;
 
 /// Graph policy section (`[graph]`).
@@ -133,17 +133,46 @@ pub enum GraphOutput {
     },
 }
 
+/// The graph policy resolved against an [`EventSchema`]: per event type, its edges as pairs
+/// of (field, entity type).
+#[derive(Clone, Debug)]
+pub struct GraphPlan {
+    edges: Vec<(TypeId, Vec<((FieldId, String), (FieldId, String))>)>,
+    card: FieldId,
+}
+
+impl GraphPlan {
+    /// Resolves `policy`'s edge declarations, registering their fields and types in `schema`.
+    pub fn new(policy: &GraphPolicy, schema: &mut EventSchema) -> Self {
+        let mut edges = Vec::new();
+        for (ty, decls) in &policy.edges {
+            let mut pairs = Vec::new();
+            for (a, b) in decls {
+                let a = (schema.field(a), entity_type(a).to_owned());
+                let b = (schema.field(b), entity_type(b).to_owned());
+                pairs.push((a, b));
+            }
+            edges.push((schema.ty(ty), pairs));
+        }
+        GraphPlan {
+            edges,
+            card: schema.field("card_id"),
+        }
+    }
+}
+
 /// Graph inputs for an event: its edges, and a query when it is a decision trigger.
 pub fn graph_inputs(
-    policy: &GraphPolicy,
+    plan: &GraphPlan,
     e: &Event,
     decide: Option<DecisionTag>,
     out: &mut Vec<GraphInput>,
 ) {
-    if let Some(decls) = policy.edges.get(&e.event_type) {
+    let key = |(f, ty): &(FieldId, String)| e.field(*f).map(|v| format!("{ty}:{v}"));
+    if let Some((_, decls)) = plan.edges.iter().find(|(t, _)| e.is(*t)) {
         let pairs: Vec<(String, String)> = decls
             .iter()
-            .filter_map(|(a, b)| Some((entity_key(a, e.field(a)?), entity_key(b, e.field(b)?))))
+            .filter_map(|(a, b)| Some((key(a)?, key(b)?)))
             .filter(|(a, b)| a != b)
             .collect();
         if !pairs.is_empty() {
@@ -154,7 +183,7 @@ pub fn graph_inputs(
         }
     }
     if let Some(tag) = decide {
-        if let Some(card) = e.field("card_id") {
+        if let Some(card) = e.field(plan.card) {
             out.push(GraphInput::Query {
                 time: e.time,
                 tag,

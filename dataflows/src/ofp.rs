@@ -16,7 +16,7 @@ use tidemark_operators::keyed::{GroupInput, KeyId, WindowSpec};
 use tidemark_operators::time::millis;
 use tidemark_operators::window::{Agg, Value};
 
-use crate::event::Event;
+use crate::event::{Event, EventSchema, FieldId, TypeId};
 
 /// One feature definition (`[[features]]` in a profile).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,12 +87,23 @@ pub fn validate_features(defs: &[FeatureDef]) -> Result<(), String> {
     Ok(())
 }
 
+/// How one feature reads an event: resolved against the [`EventSchema`] once.
+#[derive(Clone, Debug)]
+struct Reader {
+    types: Vec<TypeId>,
+    filter: Option<(FieldId, String)>,
+    value: Option<FieldId>,
+}
+
 /// One group of features: every feature keyed by the same payload field shares one state per
 /// key value (one lookup per (key, event) serves them all).
 #[derive(Clone, Debug)]
 struct Group {
     /// The payload field keying the group.
     key_field: String,
+    key: FieldId,
+    /// How each slot reads an event.
+    readers: Vec<Reader>,
     /// Feature indices (into the definitions) of the group's slots.
     features: Vec<u16>,
     /// (agg, window ms) per slot.
@@ -110,8 +121,8 @@ pub struct FeatureSpec {
 }
 
 impl FeatureSpec {
-    /// Wraps feature definitions.
-    pub fn new(defs: Arc<Vec<FeatureDef>>) -> Self {
+    /// Groups feature definitions, registering the fields and types they read in `schema`.
+    pub fn new(defs: Arc<Vec<FeatureDef>>, schema: &mut EventSchema) -> Self {
         let mut groups: Vec<Group> = Vec::new();
         for (i, d) in defs.iter().enumerate() {
             let g = match groups.iter().position(|g| g.key_field == d.key) {
@@ -119,6 +130,8 @@ impl FeatureSpec {
                 None => {
                     groups.push(Group {
                         key_field: d.key.clone(),
+                        key: schema.field(&d.key),
+                        readers: Vec::new(),
                         features: Vec::new(),
                         slots: Vec::new(),
                         names: Vec::new(),
@@ -127,6 +140,15 @@ impl FeatureSpec {
                 }
             };
             let g = &mut groups[g];
+            g.readers.push(Reader {
+                types: d.event_types.iter().map(|t| schema.ty(t)).collect(),
+                filter: d
+                    .filter
+                    .as_deref()
+                    .and_then(|f| f.split_once('='))
+                    .map(|(f, v)| (schema.field(f), v.to_owned())),
+                value: d.value.as_deref().map(|v| schema.field(v)),
+            });
             g.features.push(i as u16);
             g.slots.push((d.agg, millis(d.window)));
             g.names.push(key_id(d.name.as_bytes()));
@@ -154,21 +176,20 @@ impl FeatureSpec {
     /// given, a query of every feature of the group.
     pub fn inputs<Q: Clone>(&self, e: &Event, query: Option<Q>, out: &mut Vec<GroupInput<Q>>) {
         for (gi, g) in self.groups.iter().enumerate() {
-            let Some(key) = e.field(&g.key_field) else {
+            let Some(key) = e.field(g.key) else {
                 continue;
             };
             let mut adds = Vec::new();
-            for (slot, &fi) in g.features.iter().enumerate() {
-                let d = &self.defs[fi as usize];
-                if !d.event_types.contains(&e.event_type) {
+            for (slot, (&fi, r)) in g.features.iter().zip(&g.readers).enumerate() {
+                if !e.kind.is_some_and(|k| r.types.contains(&k)) {
                     continue;
                 }
-                if let Some((f, v)) = d.filter.as_deref().and_then(|f| f.split_once('=')) {
-                    if e.field(f) != Some(v) {
+                if let Some((f, v)) = &r.filter {
+                    if e.field(*f) != Some(v.as_str()) {
                         continue;
                     }
                 }
-                let value = match (d.agg, d.value.as_deref()) {
+                let value = match (self.defs[fi as usize].agg, r.value) {
                     (Agg::Count | Agg::LastGap, _) => Value::Unit,
                     (Agg::DistinctCount, Some(f)) => match e.field(f) {
                         Some(v) => Value::Id(key_id(v.as_bytes())),

@@ -20,12 +20,15 @@ use tidemark_operators::time::millis;
 use tidemark_operators::{Failures, LogicalTime, SourceCoord};
 
 use crate::df::{action_intents, decision_id, score, DfPolicy, LoadedBundle, GRAPH_FEATURES};
-use crate::event::Event;
-use crate::ieg::{graph_inputs, GraphOutput, GraphPolicy, IdentityGraph};
+use crate::event::{Event, EventSchema};
+use crate::ieg::{graph_inputs, GraphOutput, GraphPlan, GraphPolicy, IdentityGraph};
 use crate::ofp::{FeatureDef, FeatureSpec, OfpPolicy};
 
 /// The event type that triggers decisions.
 pub const DECISION_TYPE: &str = "txn.authorization.v1";
+
+/// The event type that sets the posture.
+pub const POSTURE_TYPE: &str = "dl.posture.v1";
 
 /// Everything the decision stages need.
 #[derive(Clone, Debug)]
@@ -55,7 +58,12 @@ pub struct DecisionConfig {
 impl DecisionConfig {
     /// How far back state reaches: the longest feature window or edge TTL (ms).
     pub fn max_window_ms(&self) -> u64 {
-        let f = FeatureSpec::new(self.features.clone()).max_window_ms();
+        let f = self
+            .features
+            .iter()
+            .map(|d| millis(d.window))
+            .max()
+            .unwrap_or(0);
         f.max(if self.graph.enabled {
             millis(self.graph.edge_ttl)
         } else {
@@ -140,12 +148,18 @@ pub fn decide<'scope>(
     failures: Failures,
 ) -> DecisionOutputs<'scope> {
     let origin = admitted.scope().index() as u32;
+    // Every field and type the stages read, resolved once.
+    let mut schema = EventSchema::default();
+    let spec = FeatureSpec::new(cfg.features.clone(), &mut schema);
+    let graph_plan = GraphPlan::new(&cfg.graph, &mut schema);
+    let (decision_type, posture_type) = (schema.ty(DECISION_TYPE), schema.ty(POSTURE_TYPE));
+    let (amount_field, posture_field) = (schema.field("amount_minor"), schema.field("posture"));
     // Parsed once and shared (reference-counted) by the consumers below instead of cloned;
     // a decision event gets its tag here, once, for all of its parts.
     let c0 = cfg.clone();
     let mut seq = 0u64;
     let events = admitted.flat_map(move |a| {
-        let e = Event::parse(&a).map(std::rc::Rc::new);
+        let e = Event::parse(&a, &schema).map(std::rc::Rc::new);
         if e.is_none() {
             failures.push(format!(
                 "bug: admitted event {} has a non-canonical envelope",
@@ -153,14 +167,13 @@ pub fn decide<'scope>(
             ));
         }
         e.map(|e| {
-            let tag = (e.event_type == DECISION_TYPE && c0.in_range(e.time)).then(|| {
+            let tag = (e.is(decision_type) && c0.in_range(e.time)).then(|| {
                 seq += 1;
                 DecisionTag { origin, seq }
             });
             (e, tag)
         })
     });
-    let spec = FeatureSpec::new(cfg.features.clone());
     let bound = global_max(events.clone().map(|(e, _)| e.time));
     let snapshot_ms = millis(cfg.ofp.snapshot_interval);
 
@@ -173,7 +186,7 @@ pub fn decide<'scope>(
             s1.inputs(&e, tag, &mut out);
             out
         })
-        .keyed_windows(spec, snapshot_ms, bound.clone());
+        .keyed_windows(spec.clone(), snapshot_ms, bound.clone());
     let (answers, snap_parts) = window_out.ok_err(|o| match o {
         WindowOutput::Answer(a) => Ok(Gather::Features {
             tag: a.tag,
@@ -196,7 +209,7 @@ pub fn decide<'scope>(
         .flat_map(move |(e, tag)| {
             let mut out = Vec::new();
             if c2.graph.enabled {
-                graph_inputs(&c2.graph, &e, tag, &mut out);
+                graph_inputs(&graph_plan, &e, tag, &mut out);
             }
             out
         })
@@ -233,7 +246,7 @@ pub fn decide<'scope>(
                 tag,
                 Trigger {
                     time: e.time,
-                    amount_minor: e.int("amount_minor").unwrap_or(0),
+                    amount_minor: e.int(amount_field).unwrap_or(0),
                     event_id: e.event_id.clone(),
                     coord: e.coord,
                     record_ts: e.record_ts,
@@ -246,12 +259,12 @@ pub fn decide<'scope>(
         })
     });
     let postures = events
-        .flat_map(|(e, _)| {
-            (e.event_type == "dl.posture.v1").then(|| {
+        .flat_map(move |(e, _)| {
+            e.is(posture_type).then(|| {
                 (
                     e.time,
                     e.coord,
-                    e.field("posture").unwrap_or("NORMAL").to_owned(),
+                    e.field(posture_field).unwrap_or("NORMAL").to_owned(),
                 )
             })
         })
@@ -260,6 +273,7 @@ pub fn decide<'scope>(
     let audit = gather(
         triggers.concat(answers).concat(graph_answers),
         postures,
+        spec,
         cfg.clone(),
     );
     let snapshots = combine_snapshots(snap_parts.concat(versions), cfg);
@@ -279,10 +293,10 @@ type Gathered = (
 fn gather<'scope>(
     input: StreamVec<'scope, LogicalTime, Gather>,
     postures: StreamVec<'scope, LogicalTime, (LogicalTime, SourceCoord, String)>,
+    spec: FeatureSpec,
     cfg: Arc<DecisionConfig>,
 ) -> StreamVec<'scope, LogicalTime, AuditRecord> {
     let pact = Exchange::new(|g: &Gather| g.key().0.route());
-    let spec = FeatureSpec::new(cfg.features.clone());
     input.binary_frontier(
         postures,
         pact,
