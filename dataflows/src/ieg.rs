@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use rustc_hash::FxHashMap as HashMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -26,12 +26,12 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
 use tidemark_operators::decision::DecisionTag;
+use tidemark_operators::hashing::key_id;
 use tidemark_operators::keyed::{fold_max, stash, trail_boundaries};
 use tidemark_operators::time::millis;
 use tidemark_operators::LogicalTime;
 
 use crate::event::{entity_key, entity_type, Event, EventSchema, FieldId, TypeId};
-use crate::ofp::digest128;
 
 /// Graph policy section (`[graph]`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,10 +193,33 @@ pub fn graph_inputs(
     }
 }
 
-/// The live graph (public for the benchmark and tests of its semantics).
+/// One entity of the live graph.
+#[derive(Debug)]
+struct Node {
+    /// Its typed key (`card:…`): cluster ids and the version hash are defined on keys.
+    name: Box<str>,
+    is_card: bool,
+    /// Neighbour → time of the latest event that created or refreshed the edge.
+    adj: HashMap<u32, LogicalTime>,
+}
+
+/// The live graph over interned entities (public for the benchmark and tests of its
+/// semantics).
+///
+/// Entities are interned to dense `u32` slots on first sight; the slots never reach an output
+/// (cluster sizes are counts, the version hash is defined on keys), so their assignment order
+/// does not matter. Edges expire through a time-ordered queue, so expiry costs O(expired
+/// edges), and an entity with no edge left is freed.
 #[derive(Default, Debug)]
 pub struct LiveGraph {
-    adj: HashMap<String, HashMap<String, LogicalTime>>,
+    nodes: Vec<Option<Node>>,
+    free: Vec<u32>,
+    index: HashMap<u128, u32>,
+    /// (edge time, a, b) in time order.
+    expiry: VecDeque<(LogicalTime, u32, u32)>,
+    /// BFS marks: `mark[n] == epoch` when seen in the current search.
+    mark: Vec<u32>,
+    epoch: u32,
     ttl: u64,
     cap: usize,
 }
@@ -205,9 +228,9 @@ impl LiveGraph {
     /// An empty graph.
     pub fn new(ttl_ms: u64, degree_cap: usize) -> Self {
         LiveGraph {
-            adj: HashMap::default(),
             ttl: ttl_ms,
             cap: degree_cap,
+            ..Default::default()
         }
     }
 
@@ -215,119 +238,178 @@ impl LiveGraph {
         s < t && t.saturating_sub(self.ttl) <= s
     }
 
-    /// Adds or refreshes an undirected edge at `s`.
-    pub fn add(&mut self, a: &str, b: &str, s: LogicalTime) {
-        self.adj
-            .entry(a.to_owned())
-            .or_default()
-            .insert(b.to_owned(), s);
-        self.adj
-            .entry(b.to_owned())
-            .or_default()
-            .insert(a.to_owned(), s);
+    fn node(&self, n: u32) -> Option<&Node> {
+        self.nodes.get(n as usize).and_then(Option::as_ref)
     }
 
-    fn is_hub(&self, n: &str, t: LogicalTime) -> bool {
-        self.adj.get(n).is_some_and(|m| {
-            m.values()
-                .filter(|s| self.live(**s, t))
-                .take(self.cap + 1)
-                .count()
-                > self.cap
+    fn intern(&mut self, name: &str) -> u32 {
+        let id = key_id(name.as_bytes());
+        if let Some(&n) = self.index.get(&id) {
+            return n;
+        }
+        let node = Node {
+            name: name.into(),
+            is_card: name.starts_with("card:"),
+            adj: HashMap::default(),
+        };
+        let n = match self.free.pop() {
+            Some(n) => {
+                self.nodes[n as usize] = Some(node);
+                n
+            }
+            None => {
+                self.nodes.push(Some(node));
+                self.mark.push(0);
+                (self.nodes.len() - 1) as u32
+            }
+        };
+        self.index.insert(id, n);
+        n
+    }
+
+    /// True when no entity has an edge.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Adds or refreshes an undirected edge at `s` (times arrive in order).
+    pub fn add(&mut self, a: &str, b: &str, s: LogicalTime) {
+        let (x, y) = (self.intern(a), self.intern(b));
+        for (u, v) in [(x, y), (y, x)] {
+            if let Some(Some(n)) = self.nodes.get_mut(u as usize) {
+                n.adj.insert(v, s);
+            }
+        }
+        self.expiry.push_back((s, x, y));
+    }
+
+    fn is_hub(&self, n: u32, t: LogicalTime) -> bool {
+        self.node(n).is_some_and(|m| {
+            m.adj.len() > self.cap
+                && m.adj
+                    .values()
+                    .filter(|s| self.live(**s, t))
+                    .take(self.cap + 1)
+                    .count()
+                    > self.cap
         })
     }
 
     /// (size, cards) of the cluster of `start` as of `t`.
-    pub fn cluster(&self, start: &str, t: LogicalTime) -> (i64, i64) {
-        let is_card = |n: &str| n.starts_with("card:");
-        if self.is_hub(start, t) {
-            return (1, i64::from(is_card(start)));
+    pub fn cluster(&mut self, start: &str, t: LogicalTime) -> (i64, i64) {
+        let is_card = start.starts_with("card:");
+        let Some(&s) = self.index.get(&key_id(start.as_bytes())) else {
+            return (1, i64::from(is_card));
+        };
+        if self.is_hub(s, t) {
+            return (1, i64::from(is_card));
         }
-        let mut seen: HashSet<&str> = HashSet::default();
-        let mut queue: VecDeque<&str> = VecDeque::new();
-        seen.insert(start);
-        queue.push_back(start);
-        while let Some(u) = queue.pop_front() {
-            let Some(nbrs) = self.adj.get(u) else {
-                continue;
-            };
-            for (v, s) in nbrs {
-                if self.live(*s, t) && !seen.contains(v.as_str()) && !self.is_hub(v, t) {
-                    seen.insert(v.as_str());
-                    queue.push_back(v.as_str());
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.mark.iter_mut().for_each(|m| *m = 0);
+            self.epoch = 1;
+        }
+        let epoch = self.epoch;
+        let mut mark = std::mem::take(&mut self.mark);
+        let mut stack = vec![s];
+        mark[s as usize] = epoch;
+        let (mut size, mut cards) = (0i64, 0i64);
+        while let Some(u) = stack.pop() {
+            let Some(node) = self.node(u) else { continue };
+            size += 1;
+            cards += i64::from(node.is_card);
+            for (&v, &sv) in &node.adj {
+                if self.live(sv, t) && mark[v as usize] != epoch && !self.is_hub(v, t) {
+                    mark[v as usize] = epoch;
+                    stack.push(v);
                 }
             }
         }
-        (
-            seen.len() as i64,
-            seen.iter().filter(|n| is_card(n)).count() as i64,
-        )
+        self.mark = mark;
+        (size, cards)
     }
 
-    /// Drops edges that can no longer be live at `t` or later.
+    /// Drops edges that can no longer be live at `t` or later, and entities left without one.
     pub fn expire(&mut self, t: LogicalTime) {
         let bound = t.saturating_sub(self.ttl);
-        self.adj.retain(|_, m| {
-            m.retain(|_, s| *s >= bound);
-            !m.is_empty()
-        });
+        while let Some(&(s, x, y)) = self.expiry.front() {
+            if s >= bound {
+                break;
+            }
+            self.expiry.pop_front();
+            for (u, v) in [(x, y), (y, x)] {
+                let Some(Some(n)) = self.nodes.get_mut(u as usize) else {
+                    continue;
+                };
+                // A refreshed edge carries a later time: only its latest event expires it.
+                if n.adj.get(&v) == Some(&s) {
+                    n.adj.remove(&v);
+                }
+                if n.adj.is_empty() {
+                    let id = key_id(n.name.as_bytes());
+                    self.nodes[u as usize] = None;
+                    self.index.remove(&id);
+                    self.free.push(u);
+                }
+            }
+        }
     }
 
-    /// `(hash, entities)` of the (entity, cluster id) set as of `t`.
+    /// `(hash, entities)` of the (entity, cluster id) set as of `t`: union-find over live
+    /// edges between non-hubs; a cluster's id is its smallest entity key.
     pub fn version(&self, t: LogicalTime) -> (u128, u64) {
-        let hubs: HashSet<&str> = self
-            .adj
-            .keys()
-            .filter(|n| self.is_hub(n, t))
-            .map(String::as_str)
-            .collect();
-        let mut parent: HashMap<&str, &str> = HashMap::default();
-        fn find<'a>(p: &mut HashMap<&'a str, &'a str>, x: &'a str) -> &'a str {
-            let mut r = x;
-            while let Some(&q) = p.get(r) {
-                if q == r {
-                    break;
-                }
-                r = q;
+        let n = self.nodes.len();
+        let hub: Vec<bool> = (0..n as u32).map(|u| self.is_hub(u, t)).collect();
+        let mut parent: Vec<u32> = (0..n as u32).collect();
+        let mut linked = vec![false; n];
+        fn find(p: &mut [u32], mut x: u32) -> u32 {
+            while p[x as usize] != x {
+                let up = p[p[x as usize] as usize];
+                p[x as usize] = up;
+                x = up;
             }
-            let mut c = x;
-            while let Some(&q) = p.get(c) {
-                if q == r {
-                    break;
-                }
-                p.insert(c, r);
-                c = q;
-            }
-            r
+            x
         }
-        for (u, nbrs) in &self.adj {
-            if hubs.contains(u.as_str()) {
+        for (u, node) in self.nodes.iter().enumerate() {
+            let Some(node) = node else { continue };
+            if hub[u] {
                 continue;
             }
-            for (v, s) in nbrs {
-                if !self.live(*s, t) || hubs.contains(v.as_str()) {
+            for (&v, &s) in &node.adj {
+                if !self.live(s, t) || hub[v as usize] {
                     continue;
                 }
-                parent.entry(u.as_str()).or_insert(u.as_str());
-                parent.entry(v.as_str()).or_insert(v.as_str());
-                let (ru, rv) = (find(&mut parent, u.as_str()), find(&mut parent, v.as_str()));
+                linked[u] = true;
+                linked[v as usize] = true;
+                let (ru, rv) = (find(&mut parent, u as u32), find(&mut parent, v));
                 if ru != rv {
-                    // Union by smaller key: roots are always the smallest key of their set.
-                    if ru < rv {
-                        parent.insert(rv, ru);
-                    } else {
-                        parent.insert(ru, rv);
-                    }
+                    parent[ru.max(rv) as usize] = ru.min(rv);
                 }
             }
         }
-        let nodes: Vec<&str> = parent.keys().copied().collect();
-        let mut hash = 0u128;
-        for n in &nodes {
-            let root = find(&mut parent, n);
-            hash = hash.wrapping_add(digest128(format!("{n}\u{1f}{root}").as_bytes()));
+        // The smallest key of each set, then one digest per entity.
+        let name = |u: usize| self.nodes[u].as_ref().map_or("", |n| &n.name);
+        let mut smallest: Vec<Option<u32>> = vec![None; n];
+        for u in (0..n).filter(|u| linked[*u]) {
+            let r = find(&mut parent, u as u32) as usize;
+            if smallest[r].is_none_or(|m| name(u) < name(m as usize)) {
+                smallest[r] = Some(u as u32);
+            }
         }
-        (hash, nodes.len() as u64)
+        let (mut hash, mut entities) = (0u128, 0u64);
+        for u in (0..n).filter(|u| linked[*u]) {
+            let r = find(&mut parent, u as u32) as usize;
+            let root = smallest[r].map_or("", |m| name(m as usize));
+            let mut h = blake3::Hasher::new();
+            h.update(name(u).as_bytes());
+            h.update(b"\x1f");
+            h.update(root.as_bytes());
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&h.finalize().as_bytes()[..16]);
+            hash = hash.wrapping_add(u128::from_le_bytes(b));
+            entities += 1;
+        }
+        (hash, entities)
     }
 }
 
@@ -403,7 +485,7 @@ impl<'scope> IdentityGraph<'scope> for StreamVec<'scope, LogicalTime, GraphInput
                                     entities,
                                 });
                             }
-                            next_snapshot = if graph.adj.is_empty() {
+                            next_snapshot = if graph.is_empty() {
                                 None
                             } else {
                                 Some(ts + snapshot_ms)
@@ -419,6 +501,7 @@ impl<'scope> IdentityGraph<'scope> for StreamVec<'scope, LogicalTime, GraphInput
                             if out_cap.is_none() {
                                 out_cap = Some(cap.clone());
                             }
+                            graph.expire(t);
                             for item in &items {
                                 if let GraphInput::Query { time, tag, card } = item {
                                     let (size, cards) = graph.cluster(card, *time);

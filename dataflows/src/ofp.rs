@@ -226,15 +226,6 @@ impl FeatureSpec {
     }
 }
 
-/// 128-bit digest of a canonical byte string: the first 16 bytes of its BLAKE3 hash, little
-/// endian. State digests are wrapping sums of these.
-pub fn digest128(bytes: &[u8]) -> u128 {
-    let h = blake3::hash(bytes);
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&h.as_bytes()[..16]);
-    u128::from_le_bytes(b)
-}
-
 impl WindowSpec for FeatureSpec {
     fn slots(&self, group: u16) -> &[(Agg, u64)] {
         self.groups
