@@ -210,8 +210,40 @@ pub fn read_audit(store: &WriteOnceStore) -> Result<BTreeMap<String, Vec<AuditRe
     Ok(out)
 }
 
+/// The interval start in a `…/t=<16 digits>…` path.
+fn path_time(path: &str) -> Option<u64> {
+    path.split("t=").nth(1)?.get(..16)?.parse().ok()
+}
+
+/// The first difference between two rows of the same position.
+fn row_difference(x: &AuditRecord, y: &AuditRecord) -> Result<String> {
+    if x.event_id != y.event_id {
+        return Ok(format!(
+            "run has event {} at {}, replay has event {} at {}",
+            x.event_id, x.logical_time, y.event_id, y.logical_time
+        ));
+    }
+    let ja = serde_json::to_value(x)?;
+    let jb = serde_json::to_value(y)?;
+    let field = ja
+        .as_object()
+        .and_then(|o| {
+            o.iter()
+                .find(|(k, v)| jb.get(k.as_str()) != Some(v))
+                .map(|(k, _)| k.clone())
+        })
+        .unwrap_or_default();
+    Ok(format!(
+        "decision for event {} ({}) differs in {field}: run {} / replay {}",
+        x.event_id, x.decision_id, ja[&field], jb[&field]
+    ))
+}
+
 /// Compares the replay in `dst` with the run in `src` over `[from, to)`: audit rows in order,
 /// byte-identical audit files for intervals inside the range, byte-identical snapshots.
+///
+/// Streams one audit interval at a time (rows of interval `i` all sort before those of `i+1`),
+/// so memory is bounded by an interval, not by the run.
 pub fn compare(
     src: &WriteOnceStore,
     dst: &WriteOnceStore,
@@ -220,75 +252,71 @@ pub fn compare(
     audit_ms: u64,
 ) -> Result<(Option<String>, usize)> {
     let in_range = |t: u64| t >= from && to.is_none_or(|u| t < u);
-    let a = read_audit(src)?;
-    let b = read_audit(dst)?;
-    let mut rows_a: Vec<&AuditRecord> = a
-        .values()
-        .flatten()
-        .filter(|r| in_range(r.logical_time))
-        .collect();
-    let mut rows_b: Vec<&AuditRecord> = b.values().flatten().collect();
-    rows_a.sort();
-    rows_b.sort();
-    for (x, y) in rows_a.iter().zip(&rows_b) {
-        if x != y {
-            let what = if x.event_id != y.event_id {
-                format!(
-                    "run has event {} at {}, replay has event {} at {}",
-                    x.event_id, x.logical_time, y.event_id, y.logical_time
-                )
-            } else {
-                let ja = serde_json::to_value(x)?;
-                let jb = serde_json::to_value(y)?;
-                let field = ja
-                    .as_object()
-                    .and_then(|o| {
-                        o.iter()
-                            .find(|(k, v)| jb.get(k.as_str()) != Some(v))
-                            .map(|(k, _)| k.clone())
-                    })
-                    .unwrap_or_default();
-                format!(
-                    "decision for event {} ({}) differs in {field}: run {} / replay {}",
-                    x.event_id, x.decision_id, ja[&field], jb[&field]
-                )
-            };
-            return Ok((Some(what), rows_a.len()));
+    // Interval start → (run files, replay files).
+    let mut intervals: BTreeMap<u64, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    for p in src.list("dla/audit")? {
+        let t = path_time(&p).unwrap_or(0);
+        if t + audit_ms > from && to.is_none_or(|u| t < u) {
+            intervals.entry(t).or_default().0.push(p);
         }
     }
-    if rows_a.len() != rows_b.len() {
-        return Ok((
-            Some(format!(
-                "run has {} decisions in range, replay has {}",
-                rows_a.len(),
-                rows_b.len()
-            )),
-            rows_a.len(),
-        ));
+    for p in dst.list("dla/audit")? {
+        intervals
+            .entry(path_time(&p).unwrap_or(0))
+            .or_default()
+            .1
+            .push(p);
     }
-    // Audit files whose interval lies inside the range must be byte-identical, with identical names.
-    for path in b.keys() {
-        let start: u64 = path
-            .split("t=")
-            .nth(1)
-            .and_then(|s| s.get(..16))
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        if in_range(start) && to.is_none_or(|u| start + audit_ms <= u) && from <= start {
-            let (x, y) = (src.get(path), dst.get(path)?);
-            match x {
-                Ok(x) if x == y => {}
-                Ok(_) => {
-                    return Ok((
-                        Some(format!("audit file {path} differs byte-wise")),
-                        rows_a.len(),
-                    ))
-                }
-                Err(_) => {
-                    return Ok((
-                        Some(format!("audit file {path} exists only in the replay")),
-                        rows_a.len(),
-                    ))
+    let read =
+        |store: &WriteOnceStore, paths: &[String], filter: bool| -> Result<Vec<AuditRecord>> {
+            let mut rows = Vec::new();
+            for p in paths {
+                let bytes = store.get(p)?;
+                rows.extend(
+                    decode_audit(bytes, p)?
+                        .into_iter()
+                        .filter(|r| !filter || in_range(r.logical_time)),
+                );
+            }
+            rows.sort();
+            Ok(rows)
+        };
+    let mut compared = 0usize;
+    for (start, (paths_a, paths_b)) in &intervals {
+        let rows_a = read(src, paths_a, true)?;
+        let rows_b = read(dst, paths_b, false)?;
+        if let Some((x, y)) = rows_a.iter().zip(&rows_b).find(|(x, y)| x != y) {
+            return Ok((Some(row_difference(x, y)?), compared + rows_a.len()));
+        }
+        compared += rows_a.len();
+        if rows_a.len() != rows_b.len() {
+            return Ok((
+                Some(format!(
+                    "run has {} decisions in the audit interval starting at {start}, replay has {}",
+                    rows_a.len(),
+                    rows_b.len()
+                )),
+                compared,
+            ));
+        }
+        // Audit files whose interval lies inside the range must be byte-identical, with
+        // identical names.
+        if from <= *start && to.is_none_or(|u| start + audit_ms <= u) {
+            for path in paths_b {
+                match src.get(path) {
+                    Ok(x) if x == dst.get(path)? => {}
+                    Ok(_) => {
+                        return Ok((
+                            Some(format!("audit file {path} differs byte-wise")),
+                            compared,
+                        ))
+                    }
+                    Err(_) => {
+                        return Ok((
+                            Some(format!("audit file {path} exists only in the replay")),
+                            compared,
+                        ))
+                    }
                 }
             }
         }
@@ -297,13 +325,7 @@ pub fn compare(
     let snaps_a: Vec<String> = src
         .list("ofp/snapshots")?
         .into_iter()
-        .filter(|p| {
-            p.split("t=")
-                .nth(1)
-                .and_then(|s| s.get(..16))
-                .and_then(|s| s.parse::<u64>().ok())
-                .is_some_and(in_range)
-        })
+        .filter(|p| path_time(p).is_some_and(in_range))
         .collect();
     if snaps_a != snaps_b {
         return Ok((
@@ -312,7 +334,7 @@ pub fn compare(
                 snaps_a.len(),
                 snaps_b.len()
             )),
-            rows_a.len(),
+            compared,
         ));
     }
     for p in &snaps_a {
@@ -321,11 +343,11 @@ pub fn compare(
                 Some(format!(
                     "snapshot {p} differs (feature hash or graph_version)"
                 )),
-                rows_a.len(),
+                compared,
             ));
         }
     }
-    Ok((None, rows_a.len()))
+    Ok((None, compared))
 }
 
 /// Finds the audit record of an event id or decision id.

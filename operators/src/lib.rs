@@ -23,7 +23,7 @@ pub mod window;
 
 pub use dedup::{DedupDecision, DedupKeyed, WindowedDedup};
 pub use failures::Failures;
-pub use interval::{CloseIntervals, ClosedBatch};
+pub use interval::{CloseIntervals, IntervalChunk};
 pub use reason::ReasonCode;
 pub use record::{PartitionBasis, RawRecord, SourceCoord};
 pub use time::LogicalTime;

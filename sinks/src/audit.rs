@@ -11,7 +11,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 
 use tidemark_operators::decision::{AuditRecord, SnapshotRecord};
-use tidemark_operators::{ClosedBatch, Failures, LogicalTime};
+use tidemark_operators::{Failures, IntervalChunk, LogicalTime};
 
 use crate::error::SinkError;
 use crate::manifest::{FileEntry, FileKind};
@@ -91,6 +91,11 @@ pub fn audit_schema() -> SchemaRef {
 
 /// Encodes sorted audit records.
 pub fn encode_audit(rows: &[AuditRecord], path: &str) -> Result<Vec<u8>, SinkError> {
+    encode_columns(audit_schema(), audit_columns(rows), path)
+}
+
+/// The audit columns of `rows`.
+pub fn audit_columns(rows: &[AuditRecord]) -> Vec<ArrayRef> {
     let mut cols: Vec<ArrayRef> = vec![Arc::new(UInt64Array::from_iter_values(
         rows.iter().map(|r| r.logical_time),
     ))];
@@ -114,7 +119,7 @@ pub fn encode_audit(rows: &[AuditRecord], path: &str) -> Result<Vec<u8>, SinkErr
     cols.push(Arc::new(UInt32Array::from_iter_values(
         rows.iter().map(|r| r.bucket),
     )));
-    encode_columns(audit_schema(), cols, path)
+    cols
 }
 
 /// Decodes an audit file.
@@ -164,9 +169,9 @@ pub fn decode_audit(bytes: Bytes, path: &str) -> Result<Vec<AuditRecord>, SinkEr
     Ok(out)
 }
 
-/// Writes closed audit batches; emits file entries.
+/// Writes audit files from their chunks; emits file entries.
 pub fn write_audit<'scope>(
-    batches: StreamVec<'scope, LogicalTime, ClosedBatch<AuditRecord>>,
+    batches: StreamVec<'scope, LogicalTime, IntervalChunk<AuditRecord>>,
     store: WriteOnceStore,
     failures: Failures,
 ) -> StreamVec<'scope, LogicalTime, FileEntry> {
@@ -174,7 +179,8 @@ pub fn write_audit<'scope>(
         name: "WriteAudit",
         kind: FileKind::Audit,
         path: audit_file,
-        encode: encode_audit,
+        schema: audit_schema,
+        columns: audit_columns,
         time: |r: &AuditRecord| r.logical_time,
     };
     write_closed(batches, format, store, failures)

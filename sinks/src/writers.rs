@@ -14,11 +14,13 @@ use timely::dataflow::StreamVec;
 
 use tidemark_operators::hashing::sha256_hex;
 use tidemark_operators::ingest::{Admitted, Receipt, ReceiptStatus};
-use tidemark_operators::{ClosedBatch, Failures, LogicalTime};
+use tidemark_operators::{Failures, IntervalChunk, LogicalTime};
 
 use crate::layout;
 use crate::manifest::{FileEntry, FileKind, ReceiptCounts};
-use crate::parquet::{encode_archive, encode_quarantine, encode_receipts};
+use crate::parquet::{
+    archive_columns, archive_schema, encode_quarantine, encode_receipts, StreamingParquet,
+};
 use crate::store::WriteOnceStore;
 
 fn trail(
@@ -54,7 +56,7 @@ pub(crate) fn put(
     }
 }
 
-/// How a kind of closed batch becomes a file: its path, its encoding, its rows' logical time.
+/// How a kind of interval file is encoded: its path, its columns, its rows' logical time.
 pub struct ClosedFormat<R> {
     /// Operator name.
     pub name: &'static str,
@@ -62,30 +64,78 @@ pub struct ClosedFormat<R> {
     pub kind: FileKind,
     /// Path of the file for `(interval_start, bucket)`.
     pub path: fn(u64, u32) -> String,
-    /// Canonical encoding of sorted rows.
-    pub encode: fn(&[R], &str) -> Result<Vec<u8>, crate::SinkError>,
+    /// The Parquet schema.
+    pub schema: fn() -> arrow::datatypes::SchemaRef,
+    /// The columns of sorted rows.
+    pub columns: fn(&[R]) -> Vec<arrow::array::ArrayRef>,
     /// A row's logical time.
     pub time: fn(&R) -> LogicalTime,
 }
 
-/// Encodes and writes closed `(interval, bucket)` batches write-once; emits one [`FileEntry`]
-/// per file. Shared by the archive and the audit log.
+/// One file being written: its encoder and what its entry will say.
+struct OpenFile<R> {
+    parquet: StreamingParquet<R>,
+    rows: u64,
+    min: Option<LogicalTime>,
+    max: Option<LogicalTime>,
+}
+
+/// Encodes `(interval, bucket)` files from their chunks as they arrive (a file's rows never
+/// wait in memory for its interval to close) and writes each write-once when its last chunk
+/// arrives; emits one [`FileEntry`] per file. Shared by the archive and the audit log.
 pub fn write_closed<'scope, R: Clone + 'static>(
-    batches: StreamVec<'scope, LogicalTime, ClosedBatch<R>>,
+    chunks: StreamVec<'scope, LogicalTime, IntervalChunk<R>>,
     format: ClosedFormat<R>,
     store: WriteOnceStore,
     failures: Failures,
 ) -> StreamVec<'scope, LogicalTime, FileEntry> {
-    batches.unary(Pipeline, format.name, move |_cap, _info| {
+    chunks.unary(Pipeline, format.name, move |_cap, _info| {
+        let mut open: BTreeMap<(LogicalTime, u32), Option<OpenFile<R>>> = BTreeMap::new();
         move |input, output| {
             input.for_each_stamp(|cap, data| {
                 let Some(cap) = cap.retain_least(output.output_index()) else {
                     return;
                 };
                 let mut session = output.session(&cap);
-                for b in data.flat_map(|batch| batch.drain(..)) {
-                    let path = (format.path)(b.interval_start, b.bucket);
-                    let bytes = match (format.encode)(&b.rows, &path) {
+                for c in data.flat_map(|batch| batch.drain(..)) {
+                    let path = (format.path)(c.interval_start, c.bucket);
+                    let slot = open.entry((c.interval_start, c.bucket)).or_insert_with(|| {
+                        match StreamingParquet::new((format.schema)(), format.columns, &path) {
+                            Ok(parquet) => Some(OpenFile {
+                                parquet,
+                                rows: 0,
+                                min: None,
+                                max: None,
+                            }),
+                            Err(e) => {
+                                failures.push(e.to_string());
+                                None
+                            }
+                        }
+                    });
+                    // A file whose encoding failed is dropped (the failure is reported).
+                    let Some(f) = slot.as_mut() else {
+                        if c.last {
+                            open.remove(&(c.interval_start, c.bucket));
+                        }
+                        continue;
+                    };
+                    f.rows += c.rows.len() as u64;
+                    if let (Some(first), Some(last)) = (c.rows.first(), c.rows.last()) {
+                        f.min = f.min.or(Some((format.time)(first)));
+                        f.max = Some((format.time)(last));
+                    }
+                    if let Err(e) = f.parquet.push(c.rows) {
+                        failures.push(e.to_string());
+                        *slot = None;
+                    }
+                    if !c.last {
+                        continue;
+                    }
+                    let Some(Some(f)) = open.remove(&(c.interval_start, c.bucket)) else {
+                        continue;
+                    };
+                    let bytes = match f.parquet.finish() {
                         Ok(bytes) => bytes,
                         Err(e) => {
                             failures.push(e.to_string());
@@ -98,9 +148,9 @@ pub fn write_closed<'scope, R: Clone + 'static>(
                             kind: format.kind,
                             sha256,
                             bytes: len,
-                            rows: b.rows.len() as u64,
-                            min_logical_time: b.rows.iter().map(format.time).min(),
-                            max_logical_time: b.rows.iter().map(format.time).max(),
+                            rows: f.rows,
+                            min_logical_time: f.min,
+                            max_logical_time: f.max,
                             partition: None,
                             first_offset: None,
                             last_offset: None,
@@ -113,9 +163,9 @@ pub fn write_closed<'scope, R: Clone + 'static>(
     })
 }
 
-/// Writes closed archive batches as Parquet files; emits one [`FileEntry`] per file.
+/// Writes archive files from their chunks; emits one [`FileEntry`] per file.
 pub fn write_archive<'scope>(
-    batches: StreamVec<'scope, LogicalTime, ClosedBatch<Admitted>>,
+    batches: StreamVec<'scope, LogicalTime, IntervalChunk<Admitted>>,
     store: WriteOnceStore,
     failures: Failures,
 ) -> StreamVec<'scope, LogicalTime, FileEntry> {
@@ -123,7 +173,8 @@ pub fn write_archive<'scope>(
         name: "WriteArchive",
         kind: FileKind::Archive,
         path: layout::archive_file,
-        encode: encode_archive,
+        schema: archive_schema,
+        columns: archive_columns,
         time: |r: &Admitted| r.logical_time,
     };
     write_closed(batches, format, store, failures)
