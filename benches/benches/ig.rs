@@ -12,6 +12,7 @@ use tidemark_jobs::world::sink::NullSink;
 use tidemark_jobs::world::{generate, FileLogSink, WorldConfig};
 
 fn main() -> anyhow::Result<()> {
+    tidemark_jobs::tune_memory();
     let events: u64 = tidemark_benches::env_or("TIDEMARK_BENCH_EVENTS", 1_000_000);
     let cfg = WorldConfig {
         events,

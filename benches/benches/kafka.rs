@@ -32,6 +32,7 @@ fn proc_cpu(pid: u32) -> Duration {
 }
 
 fn main() -> anyhow::Result<()> {
+    tidemark_jobs::tune_memory();
     let events: u64 = tidemark_benches::env_or("TIDEMARK_BENCH_EVENTS", 200_000);
     let tmp = tempfile::tempdir()?;
     // TIDEMARK_BENCH_STORAGE=memory runs tansu's memory engine instead (faster, but it lost

@@ -13,6 +13,7 @@ use tidemark_jobs::world::{generate, FileLogSink, WorldConfig};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    tidemark_jobs::tune_memory();
     let events: u64 = tidemark_benches::env_or("TIDEMARK_BENCH_EVENTS", 1_000_000);
     let cfg = WorldConfig {
         events,

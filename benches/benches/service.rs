@@ -22,6 +22,7 @@ const PROFILE: &str = concat!(
 );
 
 fn main() -> anyhow::Result<()> {
+    tidemark_jobs::tune_memory();
     let events: u64 = env_or("TIDEMARK_BENCH_EVENTS", 200_000);
     let cfg = WorldConfig {
         events,

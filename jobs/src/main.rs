@@ -262,6 +262,7 @@ enum BrokerCmd {
 }
 
 fn main() {
+    tidemark_jobs::tune_memory();
     // A closed stdout (`tidemark … | head`) ends the program quietly, as for any Unix tool,
     // instead of a panic on the next print.
     // SAFETY: resetting a signal disposition to its default before any thread starts.
