@@ -111,6 +111,7 @@ pub fn build(worker: &mut Worker, w: &Wiring) {
         .publish
         .as_ref()
         .map(|c| boundary_hook(c, w.mark_cap.clone()));
+    sopts.on_poll = w.producer.is_some().then(|| w.latency.poll_hook());
     let start_floor = w
         .resume
         .as_ref()
@@ -203,7 +204,9 @@ pub fn build(worker: &mut Worker, w: &Wiring) {
         if let Some(p) = &w.producer {
             let lat = w.latency.clone();
             audit = audit
-                .inspect(move |r| lat.record(r.source_record_ts))
+                .inspect(move |r| {
+                    lat.record(r.source_record_ts, r.source_partition, r.source_offset)
+                })
                 .produce_to(p.clone(), failures.clone(), decision_records);
             snapshots = snapshots.produce_to(p.clone(), failures.clone(), snapshot_pointer);
         }

@@ -151,8 +151,9 @@ enum Cmd {
         /// Use a file log instead of the broker (no latency figures).
         #[arg(long)]
         file: bool,
-        /// Profile (name or path).
-        #[arg(long, default_value = "local")]
+        /// Profile (name or path). The default, `lowlatency` (allowed_lateness 0), decides
+        /// within milliseconds; `local` waits 5 s for stragglers.
+        #[arg(long, default_value = "lowlatency")]
         profile: String,
         /// Worker threads.
         #[arg(short = 'w', long, default_value_t = 2)]

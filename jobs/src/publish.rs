@@ -6,7 +6,9 @@
 //! contents are a function of the admitted basis. Decision messages carry the full audit
 //! record, so a consumer (or a test) can compare them field by field with a replay.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -130,40 +132,99 @@ pub fn snapshot_pointer(s: &SnapshotRecord, emit: &mut Emit<'_>) {
     }
 }
 
-/// Decision latency: wall clock when the decision is handed to the producer minus the ingress
-/// record timestamp, in milliseconds. Shared by a process's workers.
+/// Percentiles of a latency histogram: `(count, p50, p95, p99, max)`.
+pub type Percentiles = (u64, u64, u64, u64, u64);
+
+fn histogram() -> Histogram<u64> {
+    // 1 .. 1 day in ms (or 1 µs .. 1 day in µs), 3 significant digits; creation cannot fail
+    // for these bounds.
+    Histogram::new_with_bounds(1, 86_400_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).expect("hdrhistogram with 3 sigfigs"))
+}
+
+fn percentiles(h: &Histogram<u64>) -> Option<Percentiles> {
+    (!h.is_empty()).then(|| {
+        (
+            h.len(),
+            h.value_at_quantile(0.50),
+            h.value_at_quantile(0.95),
+            h.value_at_quantile(0.99),
+            h.max(),
+        )
+    })
+}
+
+/// Polled batches per partition: (first offset, last offset, when polled), in offset order.
+type PollLog = BTreeMap<u32, VecDeque<(u64, u64, Instant)>>;
+
+/// Batches remembered per partition for the engine latency (older ones are forgotten).
+const POLL_LOG_BATCHES: usize = 1 << 16;
+
+/// Decision latency, two ways, shared by a process's workers:
+/// - end to end: wall clock when the decision is handed to the producer minus the ingress
+///   record timestamp (set by the producing client), in ms: includes the producer's linger,
+///   the broker, the consumer's fetch and the engine;
+/// - engine: monotonic time from the poll that returned the decision's ingress record to the
+///   decision handed to the producer, in µs: the engine's own latency (waiting for the
+///   frontier included), without the broker round trip.
 #[derive(Clone)]
-pub struct Latency(Arc<Mutex<Histogram<u64>>>);
+pub struct Latency {
+    e2e: Arc<Mutex<Histogram<u64>>>,
+    engine: Arc<Mutex<Histogram<u64>>>,
+    polled: Arc<Mutex<PollLog>>,
+}
 
 impl Default for Latency {
     fn default() -> Self {
-        // 1 ms .. 1 day, 3 significant digits; creation cannot fail for these bounds.
-        let h = Histogram::new_with_bounds(1, 86_400_000, 3)
-            .unwrap_or_else(|_| Histogram::new(3).expect("hdrhistogram with 3 sigfigs"));
-        Latency(Arc::new(Mutex::new(h)))
+        Latency {
+            e2e: Arc::new(Mutex::new(histogram())),
+            engine: Arc::new(Mutex::new(histogram())),
+            polled: Arc::default(),
+        }
     }
 }
 
 impl Latency {
-    /// Records one decision of an event with ingress record timestamp `record_ts`.
-    pub fn record(&self, record_ts: u64) {
+    /// The source hook noting when each batch was polled.
+    pub fn poll_hook(&self) -> tidemark_sources::PollHook {
+        let polled = self.polled.clone();
+        Arc::new(move |partition, first, last| {
+            if let Ok(mut log) = polled.lock() {
+                let q = log.entry(partition).or_default();
+                if q.len() >= POLL_LOG_BATCHES {
+                    q.pop_front();
+                }
+                q.push_back((first, last, Instant::now()));
+            }
+        })
+    }
+
+    /// Records one decision of the ingress record at `(partition, offset)` with timestamp
+    /// `record_ts`.
+    pub fn record(&self, record_ts: u64, partition: u32, offset: u64) {
         let now = crate::wallclock::now_ms();
-        if let Ok(mut h) = self.0.lock() {
+        if let Ok(mut h) = self.e2e.lock() {
             h.saturating_record(now.saturating_sub(record_ts).max(1));
         }
+        let polled = self.polled.lock().ok().and_then(|log| {
+            let q = log.get(&partition)?;
+            let i = q.partition_point(|b| b.0 <= offset).checked_sub(1)?;
+            let (_, last, at) = q.get(i)?;
+            (offset <= *last).then_some(*at)
+        });
+        if let (Some(at), Ok(mut h)) = (polled, self.engine.lock()) {
+            h.saturating_record((at.elapsed().as_micros() as u64).max(1));
+        }
     }
-    /// `(count, p50, p95, p99, max)` in ms.
-    pub fn summary(&self) -> Option<(u64, u64, u64, u64, u64)> {
-        let h = self.0.lock().ok()?;
-        (!h.is_empty()).then(|| {
-            (
-                h.len(),
-                h.value_at_quantile(0.50),
-                h.value_at_quantile(0.95),
-                h.value_at_quantile(0.99),
-                h.max(),
-            )
-        })
+
+    /// End-to-end percentiles in ms.
+    pub fn summary(&self) -> Option<Percentiles> {
+        percentiles(&*self.e2e.lock().ok()?)
+    }
+
+    /// Engine percentiles in µs.
+    pub fn engine_summary(&self) -> Option<Percentiles> {
+        percentiles(&*self.engine.lock().ok()?)
     }
 }
 

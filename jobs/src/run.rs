@@ -23,7 +23,7 @@ use tidemark_sinks::{Manifest, WriteOnceStore};
 use tidemark_sources::{FileLog, KafkaConn, KafkaEnd, KafkaSource, KafkaStart, PartitionedSource};
 
 use crate::config::Profile;
-use crate::publish::Latency;
+use crate::publish::{Latency, Percentiles};
 use crate::resume::{Lease, Resume, RootState};
 
 /// Where ingress comes from.
@@ -219,8 +219,12 @@ pub struct RunOutcome {
     pub decisions: BTreeMap<String, u64>,
     /// Snapshot records written.
     pub snapshots: u64,
-    /// Decision latency `(count, p50, p95, p99, max)` in ms, when decisions were published.
-    pub latency: Option<(u64, u64, u64, u64, u64)>,
+    /// End-to-end decision latency `(count, p50, p95, p99, max)` in ms (ingress record
+    /// timestamp → decision handed to the producer), when decisions were published.
+    pub latency: Option<Percentiles>,
+    /// Engine decision latency `(count, p50, p95, p99, max)` in µs (record polled → decision
+    /// handed to the producer), when decisions were published.
+    pub engine_latency: Option<Percentiles>,
     /// Kafka records published (this process).
     pub published: u64,
     /// Kafka records not sent again because they were already on their topic.
@@ -297,6 +301,18 @@ struct LatencyRecord {
     max: u64,
 }
 
+impl From<Percentiles> for LatencyRecord {
+    fn from((decisions, p50, p95, p99, max): Percentiles) -> Self {
+        LatencyRecord {
+            decisions,
+            p50,
+            p95,
+            p99,
+            max,
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct RunRecord<'a> {
     format: &'static str,
@@ -319,6 +335,7 @@ struct RunRecord<'a> {
     published: u64,
     skipped: u64,
     latency_ms: Option<LatencyRecord>,
+    engine_latency_us: Option<LatencyRecord>,
     started_at: String,
     finished_at: String,
     wall_ms: u128,
@@ -650,6 +667,7 @@ pub fn run_with(
         })
     });
     let last_commit = latest_commit(&store);
+    let engine_latency = latency.engine_summary();
     let latency = latency.summary();
     let error = (!errors.is_empty()).then(|| errors.join("\n  "));
     if error.is_none()
@@ -691,13 +709,8 @@ pub fn run_with(
                 .map(|m| tidemark_sinks::layout::manifest_file(&m.basis_id)),
             published,
             skipped,
-            latency_ms: latency.map(|(n, p50, p95, p99, max)| LatencyRecord {
-                decisions: n,
-                p50,
-                p95,
-                p99,
-                max,
-            }),
+            latency_ms: latency.map(LatencyRecord::from),
+            engine_latency_us: engine_latency.map(LatencyRecord::from),
             started_at: started.clone(),
             finished_at: crate::wallclock::now_rfc3339(),
             wall_ms: wall.as_millis(),
@@ -732,6 +745,7 @@ pub fn run_with(
         decisions,
         snapshots,
         latency,
+        engine_latency,
         published,
         skipped,
     }))

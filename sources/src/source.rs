@@ -95,6 +95,10 @@ pub type IdleJournal = Arc<dyn Fn(&[IdleEntry]) -> Result<(), String> + Send + S
 /// Reads the output topics' high watermarks; called before the frontier passes a boundary.
 pub type BoundaryHook = Arc<dyn Fn(LogicalTime) -> Result<Vec<OutputMark>, String> + Send + Sync>;
 
+/// Told `(partition, first offset, last offset)` of every non-empty batch as it is polled (for
+/// latency probes; nothing it observes reaches an output).
+pub type PollHook = Arc<dyn Fn(u32, u64, u64) + Send + Sync>;
+
 /// State a resumed run starts its partitions from.
 #[derive(Clone, Debug, Default)]
 pub struct SourceResume {
@@ -128,6 +132,8 @@ pub struct SourceOptions {
     pub journal: Option<IdleJournal>,
     /// Called before the frontier passes each commit boundary.
     pub on_boundary: Option<BoundaryHook>,
+    /// Called with every polled batch's offsets.
+    pub on_poll: Option<PollHook>,
 }
 
 impl SourceOptions {
@@ -144,6 +150,7 @@ impl SourceOptions {
             resume: None,
             journal: None,
             on_boundary: None,
+            on_poll: None,
         }
     }
 }
@@ -290,6 +297,11 @@ where
                         }
                     };
                     let now = Instant::now();
+                    if let (Some(hook), Some(first), Some(last)) =
+                        (&opts.on_poll, buf.first(), buf.last())
+                    {
+                        hook(p, first.coord.offset, last.coord.offset);
+                    }
                     if !buf.is_empty() {
                         a.last_data = now;
                         clock.set_idle(p, false);

@@ -61,6 +61,15 @@ pub struct WorldConfig {
     /// multiplied by this. Default 1.0; a live demo of a few seconds uses ~0.01 so episodes
     /// unfold in seconds instead of simulated minutes.
     pub follow_up_scale: f64,
+    /// A tenth of the events are stragglers: their event time is up to this much (uniform)
+    /// before the time they are sent. Default 2000; a demo with `allowed_lateness` L uses L,
+    /// so only the injected LATE_EVENT records arrive behind the watermark.
+    #[serde(default = "default_straggler_ms")]
+    pub straggler_ms: u64,
+}
+
+fn default_straggler_ms() -> u64 {
+    2_000
 }
 
 impl Default for WorldConfig {
@@ -75,6 +84,7 @@ impl Default for WorldConfig {
             fraud_rate: 0.002,
             jitter_ms: 300,
             follow_up_scale: 1.0,
+            straggler_ms: default_straggler_ms(),
         }
     }
 }

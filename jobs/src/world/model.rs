@@ -432,7 +432,8 @@ impl World {
         let bad_kind = bad.map(|k| BAD_KINDS[k]);
         let record_ts = ev.at + rng.random_range(0..cfg.jitter_ms.max(1));
         let mut event_ms = if rng.random_bool(0.1) {
-            ev.at.saturating_sub(rng.random_range(0..2_000))
+            ev.at
+                .saturating_sub(rng.random_range(0..cfg.straggler_ms.max(1)))
         } else {
             ev.at
         };
