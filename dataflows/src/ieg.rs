@@ -133,11 +133,14 @@ pub enum GraphOutput {
     },
 }
 
+/// One end of a declared edge: the payload field and its entity type.
+type EdgeEnd = (FieldId, String);
+
 /// The graph policy resolved against an [`EventSchema`]: per event type, its edges as pairs
 /// of (field, entity type).
 #[derive(Clone, Debug)]
 pub struct GraphPlan {
-    edges: Vec<(TypeId, Vec<((FieldId, String), (FieldId, String))>)>,
+    edges: Vec<(TypeId, Vec<(EdgeEnd, EdgeEnd)>)>,
     card: FieldId,
 }
 

@@ -229,6 +229,9 @@ struct GroupState {
     dirty: bool,
 }
 
+/// A window length and its (due time, key) queue.
+type ExpiryQueue = (u64, VecDeque<(LogicalTime, KeyId)>);
+
 /// The window state of one worker: every live (group, key), the running digest, and the
 /// expiry queues that evict state as soon as it falls out of every window.
 struct WindowStore<S: WindowSpec> {
@@ -236,7 +239,7 @@ struct WindowStore<S: WindowSpec> {
     keys: HashMap<(u16, KeyId), GroupState>,
     /// Per group: its distinct windows, each with a queue of (first time a contribution is
     /// out of that window, key), in time order (contributions arrive in time order).
-    expiry: Vec<Vec<(u64, VecDeque<(LogicalTime, KeyId)>)>>,
+    expiry: Vec<Vec<ExpiryQueue>>,
     /// Per group, per slot: the index of its window in `expiry[group]`.
     slot_window: Vec<Vec<usize>>,
     /// Keys changed since the last boundary (only kept when snapshots are on).
@@ -264,7 +267,7 @@ impl<S: WindowSpec> WindowStore<S> {
         let g = group as usize;
         while self.expiry.len() <= g {
             let slots = self.spec.slots(self.expiry.len() as u16);
-            let mut windows: Vec<(u64, VecDeque<(LogicalTime, KeyId)>)> = Vec::new();
+            let mut windows: Vec<ExpiryQueue> = Vec::new();
             let mut index = Vec::with_capacity(slots.len());
             for (_, w) in slots {
                 match windows.iter().position(|(x, _)| x == w) {
