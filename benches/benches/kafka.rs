@@ -107,20 +107,38 @@ fn main() -> anyhow::Result<()> {
     // measured by a bare consumer from each record's send timestamp.
     bare_round_trip(&conn, 2_000, 500.0)?;
 
-    // Latency at half the sustainable rate, live, allowed_lateness 0.
-    let low = load("lowlatency")?;
-    let lconn = low.kafka_conn(Some(&broker.addr()));
+    // Latency at half the sustainable rate, live: allowed_lateness 0, then 5 s.
     let offered = (sustainable / 2.0).max(100.0);
+    for (name, seed) in [("lowlatency", 99u64), ("local", 98)] {
+        live_latency(&broker.addr(), name, seed, offered, tmp.path())?;
+    }
+    drop(broker);
+    Ok(())
+}
+
+/// A live world at `offered` records/s for `TIDEMARK_BENCH_LATENCY_SECS` (default 20 s) while
+/// a cold-started run (`-w2`, publishing) under profile `name` consumes it; prints the engine
+/// and end-to-end latency percentiles.
+fn live_latency(
+    addr: &str,
+    name: &str,
+    seed: u64,
+    offered: f64,
+    tmp: &std::path::Path,
+) -> anyhow::Result<()> {
+    let low = load(name)?;
+    let lconn = low.kafka_conn(Some(addr));
+    let lateness = low.ig.allowed_lateness;
     let secs: f64 = tidemark_benches::env_or("TIDEMARK_BENCH_LATENCY_SECS", 20.0);
     let live = WorldConfig {
         events: (offered * secs) as u64,
-        seed: 99,
+        seed,
         start_ms: tidemark_jobs::wallclock::now_ms(),
         rate_per_sec: offered,
         jitter_ms: 0,
         follow_up_scale: 0.01,
-        // In-order producers: with allowed_lateness 0 a straggler would be late.
-        straggler_ms: 0,
+        // Stragglers within the allowed lateness: only injected LATE_EVENTs are late.
+        straggler_ms: lateness.as_millis() as u64,
         ..Default::default()
     };
     let starts = tidemark_sources::KafkaSource::new(
@@ -145,7 +163,7 @@ fn main() -> anyhow::Result<()> {
         cold_start: true,
         ..RunOptions::threads(2)
     };
-    let data = tmp.path().join("live");
+    let data = tmp.join(format!("live-{name}"));
     let out = run_with(
         &low,
         &Ingress::Kafka {
@@ -166,8 +184,8 @@ fn main() -> anyhow::Result<()> {
         Some((n, p50, p95, p99, max)) => {
             let ms = |us: u64| us as f64 / 1000.0;
             println!(
-                "engine latency (record polled → decision handed to the producer) at {offered:.0} records/s offered ({got:.0}/s consumed), lowlatency profile, -w2: {n} decisions, p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-                ms(p50), ms(p95), ms(p99), ms(max)
+                "engine latency (record polled → decision handed to the producer) at {offered:.0} records/s offered ({got:.0}/s consumed), {name} profile (allowed_lateness {:?}), -w2: {n} decisions, p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                lateness, ms(p50), ms(p95), ms(p99), ms(max)
             )
         }
         None => println!("engine latency: no decisions"),
@@ -178,7 +196,6 @@ fn main() -> anyhow::Result<()> {
         ),
         None => println!("latency: no decisions"),
     }
-    drop(broker);
     Ok(())
 }
 

@@ -53,6 +53,9 @@ pub struct WindowState {
     distinct: FxHashMap<Value, u64>,
     // Monotonic deques of (time, value) for min and max.
     mono: VecDeque<(LogicalTime, i64)>,
+    // Time of the oldest contribution (`LogicalTime::MAX` when empty): eviction checks it
+    // without touching the deque's buffer (a cache miss per window on the hot path).
+    oldest: LogicalTime,
 }
 
 impl WindowState {
@@ -64,6 +67,7 @@ impl WindowState {
             sum: 0,
             distinct: FxHashMap::default(),
             mono: VecDeque::new(),
+            oldest: LogicalTime::MAX,
         }
     }
 
@@ -74,6 +78,14 @@ impl WindowState {
 
     /// Removes contributions with `s < bound`.
     pub fn evict_before(&mut self, bound: LogicalTime) {
+        if self.oldest >= bound {
+            return;
+        }
+        self.evict_slow(bound);
+        self.oldest = self.entries.front().map_or(LogicalTime::MAX, |(s, _)| *s);
+    }
+
+    fn evict_slow(&mut self, bound: LogicalTime) {
         while let Some((s, _)) = self.entries.front() {
             if *s >= bound {
                 break;
@@ -118,6 +130,9 @@ impl WindowState {
             }
             _ => {}
         }
+        if self.entries.is_empty() {
+            self.oldest = s;
+        }
         self.entries.push_back((s, v));
     }
 
@@ -152,7 +167,7 @@ impl WindowState {
 
     /// The time of the oldest contribution held.
     pub fn oldest(&self) -> Option<LogicalTime> {
-        self.entries.front().map(|(s, _)| *s)
+        (self.oldest != LogicalTime::MAX).then_some(self.oldest)
     }
 }
 
