@@ -202,6 +202,11 @@ struct Node {
     /// Its typed key (`card:…`): cluster ids and the version hash are defined on keys.
     name: Box<str>,
     is_card: bool,
+    /// `key_id(name)`.
+    id: u128,
+    /// `(key_id of the cluster id, digest128(name 0x1F cluster id))` from the last version:
+    /// the digest is recomputed only when the node's cluster id changes.
+    cached: Option<(u128, u128)>,
     /// Neighbour → time of the latest event that created or refreshed the edge.
     adj: HashMap<u32, LogicalTime>,
 }
@@ -253,6 +258,8 @@ impl LiveGraph {
         let node = Node {
             name: name.into(),
             is_card: name.starts_with("card:"),
+            id,
+            cached: None,
             adj: HashMap::default(),
         };
         let n = match self.free.pop() {
@@ -349,7 +356,7 @@ impl LiveGraph {
                     n.adj.remove(&v);
                 }
                 if n.adj.is_empty() {
-                    let id = key_id(n.name.as_bytes());
+                    let id = n.id;
                     self.nodes[u as usize] = None;
                     self.index.remove(&id);
                     self.free.push(u);
@@ -360,7 +367,7 @@ impl LiveGraph {
 
     /// `(hash, entities)` of the (entity, cluster id) set as of `t`: union-find over live
     /// edges between non-hubs; a cluster's id is its smallest entity key.
-    pub fn version(&self, t: LogicalTime) -> (u128, u64) {
+    pub fn version(&mut self, t: LogicalTime) -> (u128, u64) {
         let n = self.nodes.len();
         let hub: Vec<bool> = (0..n as u32).map(|u| self.is_hub(u, t)).collect();
         let mut parent: Vec<u32> = (0..n as u32).collect();
@@ -399,17 +406,33 @@ impl LiveGraph {
                 smallest[r] = Some(u as u32);
             }
         }
+        let roots: Vec<(usize, u32)> = (0..n)
+            .filter(|u| linked[*u])
+            .filter_map(|u| Some((u, smallest[find(&mut parent, u as u32) as usize]?)))
+            .collect();
         let (mut hash, mut entities) = (0u128, 0u64);
-        for u in (0..n).filter(|u| linked[*u]) {
-            let r = find(&mut parent, u as u32) as usize;
-            let root = smallest[r].map_or("", |m| name(m as usize));
-            let mut h = blake3::Hasher::new();
-            h.update(name(u).as_bytes());
-            h.update(b"\x1f");
-            h.update(root.as_bytes());
-            let mut b = [0u8; 16];
-            b.copy_from_slice(&h.finalize().as_bytes()[..16]);
-            hash = hash.wrapping_add(u128::from_le_bytes(b));
+        for (u, m) in roots {
+            let (Some(node), Some(root)) = (self.node(u as u32), self.node(m)) else {
+                continue;
+            };
+            let d = match node.cached {
+                Some((rid, d)) if rid == root.id => d,
+                _ => {
+                    let mut h = blake3::Hasher::new();
+                    h.update(node.name.as_bytes());
+                    h.update(b"\x1f");
+                    h.update(root.name.as_bytes());
+                    let mut b = [0u8; 16];
+                    b.copy_from_slice(&h.finalize().as_bytes()[..16]);
+                    let d = u128::from_le_bytes(b);
+                    let rid = root.id;
+                    if let Some(Some(node)) = self.nodes.get_mut(u) {
+                        node.cached = Some((rid, d));
+                    }
+                    d
+                }
+            };
+            hash = hash.wrapping_add(d);
             entities += 1;
         }
         (hash, entities)

@@ -44,13 +44,24 @@ pub enum Value {
     Id(u128),
 }
 
+/// A contribution as held in a window: 16 bytes with its time. Integers as they are; a
+/// distinct_count value id by its low 64 bits (two values of one key's window share them with
+/// probability 2⁻⁶⁴ per pair); no value as 0.
+fn scalar(v: Value) -> i64 {
+    match v {
+        Value::Unit => 0,
+        Value::Int(x) => x,
+        Value::Id(id) => id as u64 as i64,
+    }
+}
+
 /// Window contents of one key for one aggregation.
 #[derive(Clone, Debug)]
 pub struct WindowState {
     agg: Agg,
-    entries: VecDeque<(LogicalTime, Value)>,
+    entries: VecDeque<(LogicalTime, i64)>,
     sum: i128,
-    distinct: FxHashMap<Value, u64>,
+    distinct: FxHashMap<i64, u32>,
     // Monotonic deques of (time, value) for min and max.
     mono: VecDeque<(LogicalTime, i64)>,
     // Time of the oldest contribution (`LogicalTime::MAX` when empty): eviction checks it
@@ -93,9 +104,9 @@ impl WindowState {
             let Some((s, v)) = self.entries.pop_front() else {
                 break;
             };
-            match (self.agg, &v) {
-                (Agg::Sum, Value::Int(x)) => self.sum -= i128::from(*x),
-                (Agg::DistinctCount, _) => {
+            match self.agg {
+                Agg::Sum => self.sum -= i128::from(v),
+                Agg::DistinctCount => {
                     if let Some(c) = self.distinct.get_mut(&v) {
                         *c -= 1;
                         if *c == 0 {
@@ -113,9 +124,15 @@ impl WindowState {
 
     /// Adds a contribution at time `s` (must not be below any held contribution's time).
     pub fn push(&mut self, s: LogicalTime, v: Value) {
+        // What eviction takes back out: a sum only ever holds integers.
+        let held = match (self.agg, v) {
+            (Agg::Sum, Value::Int(x)) => x,
+            (Agg::Sum, _) => 0,
+            _ => scalar(v),
+        };
         match (self.agg, &v) {
             (Agg::Sum, Value::Int(x)) => self.sum += i128::from(*x),
-            (Agg::DistinctCount, _) => *self.distinct.entry(v).or_default() += 1,
+            (Agg::DistinctCount, _) => *self.distinct.entry(held).or_default() += 1,
             (Agg::Min, Value::Int(x)) => {
                 while self.mono.back().is_some_and(|(_, b)| *b >= *x) {
                     self.mono.pop_back();
@@ -133,7 +150,7 @@ impl WindowState {
         if self.entries.is_empty() {
             self.oldest = s;
         }
-        self.entries.push_back((s, v));
+        self.entries.push_back((s, held));
     }
 
     /// The aggregate at query time `t` over what is held (caller has evicted and not yet added
