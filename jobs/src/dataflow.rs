@@ -188,7 +188,9 @@ pub fn build(worker: &mut Worker, w: &Wiring) {
             Some(r) => (r.archive_files.clone(), r.archive_reader.clone()),
             None => (
                 Vec::new(),
-                Arc::new(|_: &str| Ok(Vec::new())) as tidemark_sources::archive::ArchiveReader,
+                Arc::new(|_: &str| {
+                    Ok(Box::new(std::iter::empty()) as tidemark_sources::archive::RowBatches)
+                }) as tidemark_sources::archive::ArchiveReader,
             ),
         };
         let warm_from = resume_at.saturating_sub(dcfg.max_window_ms());

@@ -23,9 +23,9 @@ use tidemark_operators::{CloseIntervals, Failures};
 use tidemark_sinks::audit::{decode_audit, write_audit, write_snapshots};
 use tidemark_sinks::layout::MANIFEST_PREFIX;
 use tidemark_sinks::manifest::{FileEntry, FileKind, Manifest};
-use tidemark_sinks::parquet::{decode_archive, row_count};
+use tidemark_sinks::parquet::{archive_batches, row_count};
 use tidemark_sinks::WriteOnceStore;
-use tidemark_sources::archive::{archive_source, ArchiveReader};
+use tidemark_sources::archive::{archive_source, ArchiveReader, RowBatches};
 
 use crate::config::Profile;
 use crate::run::{decision_config, OutputStats};
@@ -98,7 +98,8 @@ pub fn archive_inputs<'a>(
             }
             None => return Err("not listed in any manifest".into()),
         }
-        decode_archive(bytes, path).map_err(|e| e.to_string())
+        let batches = archive_batches(bytes, path).map_err(|e| e.to_string())?;
+        Ok(Box::new(batches.map(|b| b.map_err(|e| e.to_string()))) as RowBatches)
     });
     (files, reader)
 }

@@ -207,33 +207,59 @@ pub fn archive_columns(rows: &[Admitted]) -> Vec<ArrayRef> {
 /// Decodes an archive file.
 pub fn decode_archive(bytes: Bytes, path: &str) -> Result<Vec<Admitted>, SinkError> {
     let mut out = Vec::new();
-    for b in read_batches(bytes, path)? {
-        let lt = col::<UInt64Array>(&b, "logical_time", path)?;
-        let id = col::<StringArray>(&b, "event_id", path)?;
-        let sp = col::<UInt32Array>(&b, "source_partition", path)?;
-        let so = col::<UInt64Array>(&b, "source_offset", path)?;
-        let et = col::<StringArray>(&b, "event_type", path)?;
-        let pk = col::<StringArray>(&b, "partition_key", path)?;
-        let rt = col::<UInt64Array>(&b, "record_ts", path)?;
-        let lc = col::<BooleanArray>(&b, "late_clamped", path)?;
-        let env = col::<StringArray>(&b, "envelope", path)?;
-        for i in 0..b.num_rows() {
-            out.push(Admitted {
-                logical_time: lt.value(i),
-                event_id: id.value(i).to_owned(),
-                coord: SourceCoord {
-                    partition: sp.value(i),
-                    offset: so.value(i),
-                },
-                event_type: et.value(i).to_owned(),
-                partition_key: pk.value(i).to_owned(),
-                record_ts: rt.value(i),
-                late_clamped: lc.value(i),
-                envelope: env.value(i).to_owned(),
-            });
-        }
+    for batch in archive_batches(bytes, path)? {
+        out.extend(batch?);
     }
     Ok(out)
+}
+
+/// Decodes an archive file lazily, one row group's worth of rows at a time (in file order,
+/// which is sorted): memory holds the file's bytes and one batch of rows.
+pub fn archive_batches(
+    bytes: Bytes,
+    path: &str,
+) -> Result<impl Iterator<Item = Result<Vec<Admitted>, SinkError>>, SinkError> {
+    let corrupt = |p: &str, e: &dyn std::fmt::Display| SinkError::Corrupt {
+        path: p.to_owned(),
+        message: e.to_string(),
+    };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(|e| corrupt(path, &e))?
+        .with_batch_size(ROW_GROUP_ROWS)
+        .build()
+        .map_err(|e| corrupt(path, &e))?;
+    let path = path.to_owned();
+    Ok(reader.map(move |b| {
+        let b = b.map_err(|e| corrupt(&path, &e))?;
+        decode_archive_batch(&b, &path)
+    }))
+}
+
+fn decode_archive_batch(b: &RecordBatch, path: &str) -> Result<Vec<Admitted>, SinkError> {
+    let lt = col::<UInt64Array>(b, "logical_time", path)?;
+    let id = col::<StringArray>(b, "event_id", path)?;
+    let sp = col::<UInt32Array>(b, "source_partition", path)?;
+    let so = col::<UInt64Array>(b, "source_offset", path)?;
+    let et = col::<StringArray>(b, "event_type", path)?;
+    let pk = col::<StringArray>(b, "partition_key", path)?;
+    let rt = col::<UInt64Array>(b, "record_ts", path)?;
+    let lc = col::<BooleanArray>(b, "late_clamped", path)?;
+    let env = col::<StringArray>(b, "envelope", path)?;
+    Ok((0..b.num_rows())
+        .map(|i| Admitted {
+            logical_time: lt.value(i),
+            event_id: id.value(i).to_owned(),
+            coord: SourceCoord {
+                partition: sp.value(i),
+                offset: so.value(i),
+            },
+            event_type: et.value(i).to_owned(),
+            partition_key: pk.value(i).to_owned(),
+            record_ts: rt.value(i),
+            late_clamped: lc.value(i),
+            envelope: env.value(i).to_owned(),
+        })
+        .collect())
 }
 
 /// Schema of receipt files.
