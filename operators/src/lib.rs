@@ -1,6 +1,8 @@
 //! Generic timely building blocks for tidemark and the small shared types every
 //! other crate speaks: logical time, raw ingress records and their coordinates, per-partition
-//! watermark clocks, stable hashing and bucketing, interval closing and windowed dedup, and the
+//! watermark clocks, stable hashing, fixed-width key ids and bucketing, windowed dedup, keyed
+//! sliding windows in groups with incrementally kept state digests and expiry, the streaming of
+//! rows into per-interval, per-bucket files as the frontier passes them, decision tags, and the
 //! commit-protocol records (resume points, output marks, idle journal entries).
 //!
 //! Nothing in this crate performs I/O; every operator here is a pure function of its input

@@ -10,7 +10,8 @@
 //!   ingress used by `tidemark world` and the tests.
 //! - [`kafka`]: a Kafka topic through rdkafka (manual assignment, start/end offsets, Kafka
 //!   record timestamps, retried broker errors, no silent gaps).
-//! - [`archive`]: replays admitted events from the Parquet archive.
+//! - [`archive`]: replays admitted events from the Parquet archive, merging an interval's files
+//!   batch by batch.
 //! - [`error`]: classified source errors.
 
 pub mod archive;
