@@ -386,8 +386,16 @@ fn gather<'scope>(
     )
 }
 
-fn json_str(s: &str) -> String {
-    serde_json::Value::from(s).to_string()
+/// Compact JSON through serde (the canonical form of the audit's list-valued columns).
+fn json<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// One action intent as it appears in the audit record.
+#[derive(Serialize)]
+struct Intent<'a> {
+    action: &'a str,
+    idempotency_key: &'a str,
 }
 
 fn audit_record(
@@ -415,28 +423,17 @@ fn audit_record(
         })
         .collect();
     debug_assert!(GRAPH_FEATURES.len() == 2);
-    let features = format!(
-        "[{}]",
-        b.features
-            .iter()
-            .zip(&values)
-            .map(|(f, v)| format!(
-                "[{},{}]",
-                json_str(&f.name),
-                v.map_or("null".to_owned(), |x| x.to_string())
-            ))
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    // `[["name",value|null],...]` in bundle order.
+    let pairs: Vec<(&str, Option<i64>)> = b
+        .features
+        .iter()
+        .zip(&values)
+        .map(|(f, v)| (f.name.as_str(), *v))
+        .collect();
+    let features = json(&pairs);
     let s = score(b, &cfg.df, &values, posture, tr.amount_minor);
     let id = decision_id(&tr.event_id, &cfg.bundle.digest, &cfg.policy_rev);
     let intents = action_intents(s.decision, &id);
-    let list = |xs: &[String]| {
-        format!(
-            "[{}]",
-            xs.iter().map(|x| json_str(x)).collect::<Vec<_>>().join(",")
-        )
-    };
     AuditRecord {
         logical_time: tr.time,
         bucket: bucket_of(&tr.event_id, cfg.audit_buckets),
@@ -447,30 +444,27 @@ fn audit_record(
         ts_utc: tr.ts_utc,
         decision: s.decision.to_owned(),
         score: s.score,
-        reasons: list(&s.reasons),
+        reasons: json(&s.reasons),
         bundle_id: b.id.clone(),
         bundle_version: b.version.clone(),
         bundle_digest: cfg.bundle.digest.clone(),
         policy_rev: cfg.policy_rev.clone(),
         graph_version: graph.map(|g| g.2).unwrap_or_default(),
         posture: posture.to_owned(),
-        degrade_mask: list(&mask),
+        degrade_mask: json(&mask),
         source_partition: tr.coord.partition,
         source_offset: tr.coord.offset,
         source_record_ts: tr.record_ts,
         run_id: tr.run_id,
         scenario_id: tr.scenario_id,
-        action_intents: format!(
-            "[{}]",
-            intents
+        action_intents: json(
+            &intents
                 .iter()
-                .map(|(a, k)| format!(
-                    "{{\"action\":{},\"idempotency_key\":{}}}",
-                    json_str(a),
-                    json_str(k)
-                ))
-                .collect::<Vec<_>>()
-                .join(",")
+                .map(|(action, idempotency_key)| Intent {
+                    action,
+                    idempotency_key,
+                })
+                .collect::<Vec<_>>(),
         ),
         event_id: tr.event_id,
     }
