@@ -100,7 +100,6 @@ struct Reader {
 #[derive(Clone, Debug)]
 struct Group {
     /// The payload field keying the group.
-    key_field: String,
     key: FieldId,
     /// How each slot reads an event.
     readers: Vec<Reader>,
@@ -125,12 +124,12 @@ impl FeatureSpec {
     pub fn new(defs: Arc<Vec<FeatureDef>>, schema: &mut EventSchema) -> Self {
         let mut groups: Vec<Group> = Vec::new();
         for (i, d) in defs.iter().enumerate() {
-            let g = match groups.iter().position(|g| g.key_field == d.key) {
+            let key = schema.field(&d.key);
+            let g = match groups.iter().position(|g| g.key == key) {
                 Some(g) => g,
                 None => {
                     groups.push(Group {
-                        key_field: d.key.clone(),
-                        key: schema.field(&d.key),
+                        key,
                         readers: Vec::new(),
                         features: Vec::new(),
                         slots: Vec::new(),
@@ -180,7 +179,7 @@ impl FeatureSpec {
                 continue;
             };
             let mut adds = Vec::new();
-            for (slot, (&fi, r)) in g.features.iter().zip(&g.readers).enumerate() {
+            for (slot, (r, (agg, _))) in g.readers.iter().zip(&g.slots).enumerate() {
                 if !e.kind.is_some_and(|k| r.types.contains(&k)) {
                     continue;
                 }
@@ -189,7 +188,7 @@ impl FeatureSpec {
                         continue;
                     }
                 }
-                let value = match (self.defs[fi as usize].agg, r.value) {
+                let value = match (*agg, r.value) {
                     (Agg::Count | Agg::LastGap, _) => Value::Unit,
                     (Agg::DistinctCount, Some(f)) => match e.field(f) {
                         Some(v) => Value::Id(key_id(v.as_bytes())),

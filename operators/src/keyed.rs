@@ -229,6 +229,14 @@ struct GroupState {
     dirty: bool,
 }
 
+/// Empty windows for every slot of `group`.
+fn fresh<S: WindowSpec>(spec: &S, group: u16) -> Vec<WindowState> {
+    spec.slots(group)
+        .iter()
+        .map(|(agg, _)| WindowState::new(*agg))
+        .collect()
+}
+
 /// A window length and its (due time, key) queue.
 type ExpiryQueue = (u64, VecDeque<(LogicalTime, KeyId)>);
 
@@ -283,14 +291,6 @@ impl<S: WindowSpec> WindowStore<S> {
         }
     }
 
-    fn fresh(&self, group: u16) -> Vec<WindowState> {
-        self.spec
-            .slots(group)
-            .iter()
-            .map(|(agg, _)| WindowState::new(*agg))
-            .collect()
-    }
-
     fn evict(spec: &S, group: u16, st: &mut GroupState, t: LogicalTime) {
         for (ws, (_, w)) in st.windows.iter_mut().zip(spec.slots(group)) {
             ws.evict_before(t.saturating_sub(*w));
@@ -337,20 +337,19 @@ impl<S: WindowSpec> WindowStore<S> {
                 Self::evict(&self.spec, group, st, t);
                 st.windows.iter().map(|w| w.value(t)).collect()
             }
-            None => self.fresh(group).iter().map(|w| w.value(t)).collect(),
+            None => fresh(&self.spec, group)
+                .iter()
+                .map(|w| w.value(t))
+                .collect(),
         }
     }
 
     fn add(&mut self, group: u16, key: KeyId, t: LogicalTime, adds: Vec<(u16, Value)>) {
         self.layout(group);
         let g = group as usize;
-        let fresh = if self.keys.contains_key(&(group, key)) {
-            None
-        } else {
-            Some(self.fresh(group))
-        };
+        let spec = &self.spec;
         let st = self.keys.entry((group, key)).or_insert_with(|| GroupState {
-            windows: fresh.unwrap_or_default(),
+            windows: fresh(spec, group),
             digest: 0,
             live: 0,
             dirty: false,
@@ -549,27 +548,13 @@ mod tests {
 
     /// Oracle: the value and the snapshot state of one slot over every contribution, by scan.
     fn scan(agg: Agg, w: u64, all: &[(u64, i64)], t: u64) -> (Option<i64>, Option<i64>) {
-        let xs: Vec<(u64, i64)> = all
+        let value = crate::window::tests::scan(agg, all, t, w);
+        let live = all
             .iter()
-            .copied()
-            .filter(|(s, _)| *s < t && t.saturating_sub(w) <= *s)
-            .collect();
-        let value = match agg {
-            Agg::Count => Some(xs.len() as i64),
-            Agg::Sum => Some(xs.iter().map(|x| x.1).sum()),
-            Agg::Min => xs.iter().map(|x| x.1).min(),
-            Agg::Max => xs.iter().map(|x| x.1).max(),
-            Agg::DistinctCount => Some(
-                xs.iter()
-                    .map(|x| x.1)
-                    .collect::<std::collections::BTreeSet<_>>()
-                    .len() as i64,
-            ),
-            Agg::LastGap => xs.iter().map(|x| x.0).max().map(|s| (t - s) as i64),
-        };
+            .filter(|(s, _)| *s < t && t.saturating_sub(w) <= *s);
         let state = match agg {
-            _ if xs.is_empty() => None,
-            Agg::LastGap => xs.iter().map(|x| x.0 as i64).max(),
+            Agg::LastGap => live.map(|x| x.0 as i64).max(),
+            _ if live.count() == 0 => None,
             _ => value,
         };
         (value, state)

@@ -181,20 +181,15 @@ impl WindowState {
             _ => self.value(0),
         }
     }
-
-    /// The time of the oldest contribution held.
-    pub fn oldest(&self) -> Option<LogicalTime> {
-        (self.oldest != LogicalTime::MAX).then_some(self.oldest)
-    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
-    /// Oracle: scan all contributions.
-    fn scan(agg: Agg, all: &[(u64, i64)], t: u64, w: u64) -> Option<i64> {
+    /// Oracle: scan all contributions (shared with the keyed-window tests).
+    pub(crate) fn scan(agg: Agg, all: &[(u64, i64)], t: u64, w: u64) -> Option<i64> {
         let xs: Vec<(u64, i64)> = all
             .iter()
             .copied()
