@@ -2,7 +2,8 @@
 //! sorted by logical time — windows by scanning, clusters by union-find over the live,
 //! hub-filtered edges, the logistic score by the formula of SPEC §8 — agrees with every
 //! feature value, cluster size and decision the dataflow wrote, on seeded random worlds with
-//! late, clamped and duplicate records and posture changes.
+//! late, clamped and duplicate records and posture changes — with 2 and 4 worker threads, and
+//! with a timely cluster of 2 processes x 2 workers.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -10,6 +11,7 @@ use serde_json::Value;
 
 use tidemark_dataflows::ig::LatePolicy;
 use tidemark_jobs::config::{load, Profile};
+use tidemark_jobs::run::{run_with, Cluster, Ingress, RunOptions};
 use tidemark_jobs::world::WorldConfig;
 use tidemark_tests::{make_world, read_archive, read_audit, read_log, run_ig, write_log};
 
@@ -145,7 +147,63 @@ fn cluster(p: &Profile, evs: &[Ev], t: u64, card: &str) -> (i64, i64) {
     )
 }
 
+/// How the run is laid out over workers.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// One process with this many worker threads.
+    Threads(usize),
+    /// A timely cluster of this many processes (threads of this test, talking over loopback
+    /// TCP as separate processes would), each with this many workers.
+    Cluster(usize, usize),
+}
+
+/// Runs every stage over `ingress` into `data` with `layout`.
+fn run_layout(p: &Profile, ingress: &std::path::Path, data: &std::path::Path, layout: Layout) {
+    match layout {
+        Layout::Threads(n) => {
+            run_ig(p, ingress, data, n);
+        }
+        Layout::Cluster(processes, threads) => {
+            let addresses: Vec<String> = (0..processes)
+                .map(|_| {
+                    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+                    format!("127.0.0.1:{}", l.local_addr().expect("addr").port())
+                })
+                .collect();
+            let handles: Vec<_> = (0..processes)
+                .map(|process| {
+                    let opts = RunOptions {
+                        cluster: Cluster {
+                            threads,
+                            process,
+                            addresses: addresses.clone(),
+                        },
+                        ..RunOptions::threads(threads)
+                    };
+                    let (p, ingress, data) = (p.clone(), ingress.to_path_buf(), data.to_path_buf());
+                    std::thread::spawn(move || {
+                        run_with(&p, &Ingress::File(ingress), &data, &opts).map(|o| o.is_some())
+                    })
+                })
+                .collect();
+            let outcomes: Vec<bool> = handles
+                .into_iter()
+                .map(|h| h.join().expect("process thread").expect("run"))
+                .collect();
+            assert_eq!(
+                outcomes,
+                (0..processes).map(|i| i == 0).collect::<Vec<_>>(),
+                "process 0 reports the run"
+            );
+        }
+    }
+}
+
 fn check(seed: u64, late_policy: LatePolicy) {
+    check_layout(seed, late_policy, Layout::Threads(2));
+}
+
+fn check_layout(seed: u64, late_policy: LatePolicy, layout: Layout) {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = WorldConfig {
         events: 4_000,
@@ -176,7 +234,7 @@ fn check(seed: u64, late_policy: LatePolicy) {
     p.graph.edge_ttl = std::time::Duration::from_secs(600);
     p.graph.degree_cap = 4;
     let data = tmp.path().join("data");
-    run_ig(&p, &tmp.path().join("in"), &data, 2);
+    run_layout(&p, &tmp.path().join("in"), &data, layout);
     let bundle = p.load_bundle().unwrap().bundle;
 
     let evs = events(&data);
@@ -275,4 +333,14 @@ fn oracle_agrees_quarantine_policy() {
 #[test]
 fn oracle_agrees_clamp_policy() {
     check(22, LatePolicy::Clamp);
+}
+
+#[test]
+fn oracle_agrees_with_four_workers() {
+    check_layout(23, LatePolicy::Quarantine, Layout::Threads(4));
+}
+
+#[test]
+fn oracle_agrees_with_two_processes_of_two_workers() {
+    check_layout(24, LatePolicy::Quarantine, Layout::Cluster(2, 2));
 }
