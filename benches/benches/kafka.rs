@@ -117,7 +117,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// A live world at `offered` records/s for `TIDEMARK_BENCH_LATENCY_SECS` (default 20 s) while
-/// a cold-started run (`-w2`, publishing) under profile `name` consumes it; prints the engine
+/// a cold-started run (`-w2`, or `TIDEMARK_BENCH_LATENCY_WORKERS`, publishing) under profile
+/// `name` consumes it; prints the engine
 /// and end-to-end latency percentiles.
 fn live_latency(
     addr: &str,
@@ -130,6 +131,7 @@ fn live_latency(
     let lconn = low.kafka_conn(Some(addr));
     let lateness = low.ig.allowed_lateness;
     let secs: f64 = tidemark_benches::env_or("TIDEMARK_BENCH_LATENCY_SECS", 20.0);
+    let workers: usize = tidemark_benches::env_or("TIDEMARK_BENCH_LATENCY_WORKERS", 2);
     let mut live = WorldConfig {
         events: (offered * secs) as u64,
         seed,
@@ -157,7 +159,7 @@ fn live_latency(
         publish: Some(lconn.clone()),
         // The live tail only: cold state is what this latency probe wants.
         cold_start: true,
-        ..RunOptions::threads(2)
+        ..RunOptions::threads(workers)
     };
     let data = tmp.join(format!("live-{name}"));
     let ingress = Ingress::Kafka {
@@ -194,7 +196,7 @@ fn live_latency(
         Some((n, p50, p95, p99, max)) => {
             let ms = |us: u64| us as f64 / 1000.0;
             println!(
-                "engine latency (record polled → decision handed to the producer) at {offered:.0} records/s offered ({got:.0}/s consumed), {name} profile (allowed_lateness {:?}), -w2: {n} decisions, p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                "engine latency (record polled → decision handed to the producer) at {offered:.0} records/s offered ({got:.0}/s consumed), {name} profile (allowed_lateness {:?}), -w{workers}: {n} decisions, p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
                 lateness, ms(p50), ms(p95), ms(p99), ms(max)
             )
         }
