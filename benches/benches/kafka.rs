@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tidemark_benches::measure;
 use tidemark_jobs::broker::{ensure_topics, topic_layout, topics, LocalBroker, Storage};
 use tidemark_jobs::config::load;
-use tidemark_jobs::kafka::{produce_world, read_topic, world_counts};
+use tidemark_jobs::kafka::{produce_world, read_topic};
 use tidemark_jobs::run::{run_with, Ingress, RunOptions};
 use tidemark_jobs::world::WorldConfig;
 use tidemark_sources::{KafkaEnd, KafkaStart};
@@ -117,9 +117,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// A live world at `offered` records/s for `TIDEMARK_BENCH_LATENCY_SECS` (default 20 s) while
-/// an unbounded, cold-started run (stopped once the world is sent) (`-w2`, or `TIDEMARK_BENCH_LATENCY_WORKERS`, publishing) under profile
-/// `name` consumes it; prints the engine
-/// and end-to-end latency percentiles.
+/// an unbounded, cold-started run under profile `name` (`-w2` or
+/// `TIDEMARK_BENCH_LATENCY_WORKERS`, publishing) consumes it and is stopped once the world is
+/// sent; prints the engine and end-to-end latency percentiles.
 fn live_latency(
     addr: &str,
     name: &str,
@@ -132,20 +132,6 @@ fn live_latency(
     let lateness = low.ig.allowed_lateness;
     let secs: f64 = tidemark_benches::env_or("TIDEMARK_BENCH_LATENCY_SECS", 20.0);
     let workers: usize = tidemark_benches::env_or("TIDEMARK_BENCH_LATENCY_WORKERS", 2);
-    let mut live = WorldConfig {
-        events: (offered * secs) as u64,
-        seed,
-        start_ms: tidemark_jobs::wallclock::now_ms(),
-        rate_per_sec: offered,
-        jitter_ms: 0,
-        follow_up_scale: 0.01,
-        // Stragglers within the allowed lateness: only injected LATE_EVENTs are late.
-        straggler_ms: tidemark_benches::env_or(
-            "TIDEMARK_BENCH_STRAGGLER_MS",
-            lateness.as_millis() as u64,
-        ),
-        ..Default::default()
-    };
     let starts = tidemark_sources::KafkaSource::new(
         lconn.clone(),
         topics::INGRESS,
@@ -153,7 +139,6 @@ fn live_latency(
         KafkaEnd::Latest,
     )
     .high_watermarks()?;
-    let counts = world_counts(&live)?;
     let opts = RunOptions {
         publish: Some(lconn.clone()),
         // The live tail only: cold state is what this latency probe wants.
@@ -177,19 +162,22 @@ fn live_latency(
     // while a cold process starts (which reached 4 s and set the p95 before this warm-up).
     let warmup: f64 = tidemark_benches::env_or("TIDEMARK_BENCH_WARMUP_SECS", 3.0);
     std::thread::sleep(Duration::from_secs_f64(warmup));
-    live.start_ms = tidemark_jobs::wallclock::now_ms();
-    let t0 = Instant::now();
-    anyhow::ensure!(
-        world_counts(&live)? == counts,
-        "the world's partition counts depend on its start time"
-    );
-    let producer = {
-        let (c, l) = (lconn.clone(), live.clone());
-        std::thread::spawn(move || produce_world(&c, &l, true, &mut |_, _| {}).map(|_| ()))
+    let live = WorldConfig {
+        events: (offered * secs) as u64,
+        seed,
+        start_ms: tidemark_jobs::wallclock::now_ms(),
+        rate_per_sec: offered,
+        jitter_ms: 0,
+        follow_up_scale: 0.01,
+        // Stragglers within the allowed lateness: only injected LATE_EVENTs are late.
+        straggler_ms: tidemark_benches::env_or(
+            "TIDEMARK_BENCH_STRAGGLER_MS",
+            lateness.as_millis() as u64,
+        ),
+        ..Default::default()
     };
-    producer
-        .join()
-        .map_err(|_| anyhow::anyhow!("producer panicked"))??;
+    let t0 = Instant::now();
+    produce_world(&lconn, &live, true, &mut |_, _| {})?;
     let produced = t0.elapsed();
     // Stop once the world has been sent: what the run decided while the stream was live is
     // the measurement; the last allowed_lateness is decided by the next run (or never here).
@@ -199,7 +187,7 @@ fn live_latency(
         .join()
         .map_err(|_| anyhow::anyhow!("run panicked"))??
         .ok_or_else(|| anyhow::anyhow!("no outcome"))?;
-    let got = counts.values().sum::<u64>() as f64 / produced.as_secs_f64();
+    let got = live.events as f64 / produced.as_secs_f64();
     match out.engine_latency {
         Some((n, p50, p95, p99, max)) => {
             let ms = |us: u64| us as f64 / 1000.0;

@@ -337,9 +337,12 @@ impl<S: WindowSpec> WindowStore<S> {
                 Self::evict(&self.spec, group, st, t);
                 st.windows.iter().map(|w| w.value(t)).collect()
             }
-            None => fresh(&self.spec, group)
+            // An unknown key: the values of empty windows.
+            None => self
+                .spec
+                .slots(group)
                 .iter()
-                .map(|w| w.value(t))
+                .map(|(agg, _)| WindowState::new(*agg).value(t))
                 .collect(),
         }
     }

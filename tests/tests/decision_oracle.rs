@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde_json::Value;
 
 use tidemark_dataflows::ig::LatePolicy;
+use tidemark_jobs::broker::free_port;
 use tidemark_jobs::config::{load, Profile};
 use tidemark_jobs::run::{run_with, Cluster, Ingress, RunOptions};
 use tidemark_jobs::world::WorldConfig;
@@ -165,10 +166,7 @@ fn run_layout(p: &Profile, ingress: &std::path::Path, data: &std::path::Path, la
         }
         Layout::Cluster(processes, threads) => {
             let addresses: Vec<String> = (0..processes)
-                .map(|_| {
-                    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-                    format!("127.0.0.1:{}", l.local_addr().expect("addr").port())
-                })
+                .map(|_| format!("127.0.0.1:{}", free_port().expect("free port")))
                 .collect();
             let handles: Vec<_> = (0..processes)
                 .map(|process| {
