@@ -12,7 +12,7 @@ use timely::dataflow::operators::vec::{Broadcast, Map};
 use timely::dataflow::operators::{Capability, Concat};
 use timely::dataflow::StreamVec;
 
-use tidemark_operators::decision::{AuditRecord, DecisionTag, SnapshotRecord};
+use tidemark_operators::decision::{AuditRecord, DecisionDetail, DecisionTag, SnapshotRecord};
 use tidemark_operators::hashing::{bucket_of, sha256_hex};
 use tidemark_operators::ingest::Admitted;
 use tidemark_operators::keyed::{global_max, stash, KeyedWindows, WindowOutput};
@@ -20,7 +20,8 @@ use tidemark_operators::time::millis;
 use tidemark_operators::{Failures, LogicalTime, SourceCoord};
 
 use crate::df::{action_intents, decision_id, score, DfPolicy, LoadedBundle, GRAPH_FEATURES};
-use crate::event::{Event, EventSchema};
+use crate::envelope::parse_rfc3339_millis;
+use crate::event::{Event, EventSchema, FieldId};
 use crate::ieg::{graph_inputs, GraphOutput, GraphPlan, GraphPolicy, IdentityGraph};
 use crate::ofp::{FeatureDef, FeatureSpec, OfpPolicy};
 
@@ -53,6 +54,9 @@ pub struct DecisionConfig {
     pub emit_from: LogicalTime,
     /// Emit only for logical time `< emit_until`; `None` = unbounded.
     pub emit_until: Option<LogicalTime>,
+    /// Also emit a [`DecisionDetail`] per decision (every feature of the revision, the entity
+    /// keys, typed): what datasets are built from. Off for the online run and replays.
+    pub details: bool,
 }
 
 impl DecisionConfig {
@@ -71,6 +75,18 @@ impl DecisionConfig {
         })
     }
 
+    /// The entity key fields the features use, in order of first appearance in the
+    /// definitions: the key columns of a [`DecisionDetail`].
+    pub fn key_fields(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for d in self.features.iter() {
+            if !out.contains(&d.key) {
+                out.push(d.key.clone());
+            }
+        }
+        out
+    }
+
     fn in_range(&self, t: LogicalTime) -> bool {
         t >= self.emit_from && self.emit_until.is_none_or(|u| t < u)
     }
@@ -82,6 +98,8 @@ pub struct DecisionOutputs<'scope> {
     pub audit: StreamVec<'scope, LogicalTime, AuditRecord>,
     /// Snapshot records (on worker 0).
     pub snapshots: StreamVec<'scope, LogicalTime, SnapshotRecord>,
+    /// One detail per decision when [`DecisionConfig::details`] is set, else empty.
+    pub details: StreamVec<'scope, LogicalTime, DecisionDetail>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +113,8 @@ struct Trigger {
     run_id: String,
     scenario_id: String,
     amount_minor: i64,
+    /// Entity key values (only when details are on).
+    keys: Vec<Option<String>>,
 }
 
 /// The parts of one decision, routed to the worker holding its trigger: O(distinct keys)
@@ -154,6 +174,11 @@ pub fn decide<'scope>(
     let graph_plan = GraphPlan::new(&cfg.graph, &mut schema);
     let (decision_type, posture_type) = (schema.ty(DECISION_TYPE), schema.ty(POSTURE_TYPE));
     let (amount_field, posture_field) = (schema.field("amount_minor"), schema.field("posture"));
+    let key_fields: Vec<FieldId> = if cfg.details {
+        cfg.key_fields().iter().map(|k| schema.field(k)).collect()
+    } else {
+        Vec::new()
+    };
     // Parsed once and shared (reference-counted) by the consumers below instead of cloned;
     // a decision event gets its tag here, once, for all of its parts.
     let c0 = cfg.clone();
@@ -254,6 +279,10 @@ pub fn decide<'scope>(
                     trace_id: e.trace_id.clone(),
                     run_id: e.run_id.clone(),
                     scenario_id: e.scenario_id.clone(),
+                    keys: key_fields
+                        .iter()
+                        .map(|f| e.field(*f).map(str::to_owned))
+                        .collect(),
                 },
             )
         })
@@ -270,14 +299,19 @@ pub fn decide<'scope>(
         })
         .broadcast();
 
-    let audit = gather(
+    let (audit, details) = gather(
         triggers.concat(answers).concat(graph_answers),
         postures,
         spec,
         cfg.clone(),
-    );
+    )
+    .ok_err(|d| d);
     let snapshots = combine_snapshots(snap_parts.concat(versions), cfg);
-    DecisionOutputs { audit, snapshots }
+    DecisionOutputs {
+        audit,
+        snapshots,
+        details,
+    }
 }
 
 type Postures = Vec<(LogicalTime, SourceCoord, String)>;
@@ -295,7 +329,7 @@ fn gather<'scope>(
     postures: StreamVec<'scope, LogicalTime, (LogicalTime, SourceCoord, String)>,
     spec: FeatureSpec,
     cfg: Arc<DecisionConfig>,
-) -> StreamVec<'scope, LogicalTime, AuditRecord> {
+) -> StreamVec<'scope, LogicalTime, Result<AuditRecord, DecisionDetail>> {
     let pact = Exchange::new(|g: &Gather| g.key().0.route());
     input.binary_frontier(
         postures,
@@ -331,7 +365,7 @@ fn gather<'scope>(
                     known.sort();
                 });
                 let mut out_cap: Option<Capability<LogicalTime>> = None;
-                let mut out: Vec<AuditRecord> = Vec::new();
+                let mut out: Vec<Result<AuditRecord, DecisionDetail>> = Vec::new();
                 while let Some((&t, _)) = pending.first_key_value() {
                     if f1.less_equal(&t) || f2.less_equal(&t) {
                         break;
@@ -372,10 +406,13 @@ fn gather<'scope>(
                     let first = out.len();
                     for (_tag, (trigger, fvals, graph)) in by_tag {
                         let Some(tr) = trigger else { continue };
-                        out.push(audit_record(&cfg, &index, tr, &fvals, graph, &posture));
+                        let (audit, detail) =
+                            audit_record(&cfg, &index, tr, fvals, graph, &posture);
+                        out.push(Ok(audit));
+                        out.extend(detail.map(Err));
                     }
                     // Within a time, in event_id order (independent of arrival order).
-                    out[first..].sort_by(|a, b| a.event_id.cmp(&b.event_id));
+                    out[first..].sort_by(|a, b| out_event_id(a).cmp(out_event_id(b)));
                 }
                 // One message per activation, not one per logical time.
                 if let Some(c) = out_cap {
@@ -384,6 +421,14 @@ fn gather<'scope>(
             }
         },
     )
+}
+
+/// The event id of a gathered output (a decision's audit record and detail sort together).
+fn out_event_id(r: &Result<AuditRecord, DecisionDetail>) -> &str {
+    match r {
+        Ok(a) => &a.event_id,
+        Err(d) => &d.event_id,
+    }
 }
 
 /// Compact JSON through serde (the canonical form of the audit's list-valued columns).
@@ -402,10 +447,10 @@ fn audit_record(
     cfg: &DecisionConfig,
     index: &[Option<usize>],
     tr: Trigger,
-    fvals: &[Option<i64>],
+    fvals: Vec<Option<i64>>,
     graph: Option<(i64, i64, String)>,
     posture: &str,
-) -> AuditRecord {
+) -> (AuditRecord, Option<DecisionDetail>) {
     let b = &cfg.bundle.bundle;
     let mut mask = Vec::new();
     let values: Vec<Option<i64>> = b
@@ -434,7 +479,25 @@ fn audit_record(
     let s = score(b, &cfg.df, &values, posture, tr.amount_minor);
     let id = decision_id(&tr.event_id, &cfg.bundle.digest, &cfg.policy_rev);
     let intents = action_intents(s.decision, &id);
-    AuditRecord {
+    let detail = cfg.details.then(|| {
+        // The graph features as DF uses them: masked under DEGRADED.
+        let used = graph.as_ref().filter(|_| posture != "DEGRADED");
+        DecisionDetail {
+            logical_time: tr.time,
+            event_id: tr.event_id.clone(),
+            decision_id: id.clone(),
+            ts_ms: parse_rfc3339_millis(&tr.ts_utc).unwrap_or(tr.time),
+            keys: tr.keys.clone(),
+            features: fvals,
+            cluster_size: used.map(|g| g.0),
+            cluster_cards: used.map(|g| g.1),
+            score: s.score,
+            decision: s.decision.to_owned(),
+            posture: posture.to_owned(),
+            degrade_mask: mask.clone(),
+        }
+    });
+    let audit = AuditRecord {
         logical_time: tr.time,
         bucket: bucket_of(&tr.event_id, cfg.audit_buckets),
         feature_snapshot_hash: sha256_hex(features.as_bytes()),
@@ -467,7 +530,8 @@ fn audit_record(
                 .collect::<Vec<_>>(),
         ),
         event_id: tr.event_id,
-    }
+    };
+    (audit, detail)
 }
 
 fn combine_snapshots<'scope>(

@@ -254,7 +254,8 @@ pub fn load(profile: &str) -> Result<Profile> {
     Ok(loaded)
 }
 
-fn validate(p: &Profile) -> Result<()> {
+/// Checks a loaded profile (interval relations, feature definitions).
+pub fn validate(p: &Profile) -> Result<()> {
     if p.wiring.workers == 0 {
         bail!("wiring.workers must be at least 1");
     }

@@ -12,12 +12,16 @@
 //! - [`publish`]: what the online run appends to the output topics.
 //! - [`wallclock`]: the only wall-clock reads (pacing, latency, run records).
 //! - [`verify`]: archive completeness checks.
+//! - [`dataset`]: training datasets from the archive: build, manifest, verify, zero-skew check.
+//! - [`progress`]: progress bars (terminal) or plain progress lines.
 
 pub mod broker;
 pub mod config;
 pub mod dataflow;
+pub mod dataset;
 pub mod demo;
 pub mod kafka;
+pub mod progress;
 pub mod publish;
 pub mod replay;
 pub mod resume;

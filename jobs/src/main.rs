@@ -69,6 +69,11 @@ enum Cmd {
         #[arg(long)]
         live: Option<f64>,
     },
+    /// Training datasets from the archive (build, verify).
+    Dataset {
+        #[command(subcommand)]
+        cmd: tidemark_jobs::dataset::cli::DatasetCmd,
+    },
     /// The local Kafka-protocol broker (tansu on loopback) and topic creation.
     Broker {
         #[command(subcommand)]
@@ -393,6 +398,7 @@ fn real_main() -> Result<()> {
             Ok(())
         }
         Cmd::Verify { data } => verify_cmd(&data),
+        Cmd::Dataset { cmd } => tidemark_jobs::dataset::cli::execute(cmd),
         Cmd::Replay {
             profile,
             data,

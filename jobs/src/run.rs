@@ -289,6 +289,7 @@ pub fn decision_config(
         audit_buckets: profile.dla.buckets,
         emit_from,
         emit_until,
+        details: false,
     })
 }
 

@@ -182,7 +182,7 @@ fn check_manifest(
                     Err(e) => report.problems.push(format!("{}: {e}", f.path)),
                 }
             }
-            FileKind::Quarantine | FileKind::Audit => {}
+            FileKind::Quarantine | FileKind::Audit | FileKind::Dataset => {}
         }
     }
     report.archive_rows += archive_rows;

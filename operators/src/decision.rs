@@ -74,6 +74,36 @@ impl Ord for AuditRecord {
     }
 }
 
+/// Everything one decision saw and said, typed: what a training dataset row is built from
+/// (`DecisionConfig::details` turns it on; the online run does not build it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DecisionDetail {
+    /// Logical time of the triggering event.
+    pub logical_time: LogicalTime,
+    /// Triggering event id.
+    pub event_id: String,
+    /// Deterministic decision id.
+    pub decision_id: String,
+    /// Envelope `ts_utc` as epoch milliseconds.
+    pub ts_ms: u64,
+    /// The values of the entity key fields the features use (`DecisionConfig::key_fields`).
+    pub keys: Vec<Option<String>>,
+    /// Every feature of the revision, in definition order (not only the bundle's).
+    pub features: Vec<Option<i64>>,
+    /// `cluster_size` as DF used it (null when the graph is off or masked).
+    pub cluster_size: Option<i64>,
+    /// `cluster_cards` as DF used it.
+    pub cluster_cards: Option<i64>,
+    /// Score in [0, 1].
+    pub score: f64,
+    /// ALLOW | REVIEW | BLOCK.
+    pub decision: String,
+    /// NORMAL | DEGRADED | SAFE.
+    pub posture: String,
+    /// Masked feature names.
+    pub degrade_mask: Vec<String>,
+}
+
 /// A feature/graph state snapshot at a boundary `time` (SPEC §7).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SnapshotRecord {

@@ -2,13 +2,15 @@
 //! other crate speaks: logical time, raw ingress records and their coordinates, per-partition
 //! watermark clocks, stable hashing, fixed-width key ids and bucketing, windowed dedup, keyed
 //! sliding windows in groups with incrementally kept state digests and expiry, the streaming of
-//! rows into per-interval, per-bucket files as the frontier passes them, decision tags, and the
-//! commit-protocol records (resume points, output marks, idle journal entries).
+//! rows into per-interval, per-bucket files as the frontier passes them, decision tags, audit,
+//! decision-detail and dataset rows (labels, splits), and the commit-protocol records (resume
+//! points, output marks, idle journal entries).
 //!
 //! Nothing in this crate performs I/O; every operator here is a pure function of its input
 //! streams and their frontiers, which is what makes online runs and replays agree.
 
 pub mod commit;
+pub mod dataset;
 pub mod decision;
 pub mod dedup;
 pub mod failpoint;

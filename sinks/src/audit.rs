@@ -178,9 +178,9 @@ pub fn write_audit<'scope>(
     let format = ClosedFormat {
         name: "WriteAudit",
         kind: FileKind::Audit,
-        path: audit_file,
-        schema: audit_schema,
-        columns: audit_columns,
+        path: Box::new(audit_file),
+        schema: audit_schema(),
+        columns: std::rc::Rc::new(audit_columns),
         time: |r: &AuditRecord| r.logical_time,
     };
     write_closed(batches, format, store, failures)

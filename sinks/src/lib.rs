@@ -5,6 +5,7 @@
 //! - [`parquet`]: canonical Parquet encodings of archive rows, receipts and quarantine records
 //!   (fixed row-group size, fixed writer metadata), the streaming encoder that writes a file a
 //!   row group at a time with the same bytes, and their (batch-wise) decoders.
+//! - [`dataset`]: typed training-dataset files, their decoder and the canonical dataset hash.
 //! - [`manifest`]: the archive manifest (files, sha256, row counts, logical-time ranges, basis).
 //! - [`writers`]: timely operators that encode interval files as their chunks arrive and receipt
 //!   chunks, and write them.
@@ -14,6 +15,7 @@
 
 pub mod audit;
 pub mod commit;
+pub mod dataset;
 pub mod error;
 pub mod kafka;
 pub mod layout;

@@ -20,6 +20,8 @@ pub enum FileKind {
     Quarantine,
     /// Audit records under `dla/audit/`.
     Audit,
+    /// Dataset rows under `ofs/datasets/` or `ofs/backfills/`.
+    Dataset,
 }
 
 /// Receipt counts by status.

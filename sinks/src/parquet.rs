@@ -55,19 +55,18 @@ pub fn encode_columns(
 pub struct StreamingParquet<R> {
     writer: ArrowWriter<Vec<u8>>,
     schema: SchemaRef,
-    columns: fn(&[R]) -> Vec<ArrayRef>,
+    columns: Columns<R>,
     buf: Vec<R>,
     path: String,
 }
 
+/// Builds the columns of a non-empty run of sorted rows (shared by every file of a format).
+pub type Columns<R> = std::rc::Rc<dyn Fn(&[R]) -> Vec<ArrayRef>>;
+
 impl<R> StreamingParquet<R> {
     /// Starts a file at `path` (used in error messages) with `schema`, whose columns
     /// `columns` builds from rows.
-    pub fn new(
-        schema: SchemaRef,
-        columns: fn(&[R]) -> Vec<ArrayRef>,
-        path: &str,
-    ) -> Result<Self, SinkError> {
+    pub fn new(schema: SchemaRef, columns: Columns<R>, path: &str) -> Result<Self, SinkError> {
         let writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props()))
             .map_err(|e| SinkError::Bug(format!("encoding {path}: {e}")))?;
         Ok(StreamingParquet {
@@ -219,6 +218,15 @@ pub fn archive_batches(
     bytes: Bytes,
     path: &str,
 ) -> Result<impl Iterator<Item = Result<Vec<Admitted>, SinkError>>, SinkError> {
+    let path_owned = path.to_owned();
+    Ok(record_batches(bytes, path)?.map(move |b| decode_archive_batch(&b?, &path_owned)))
+}
+
+/// The record batches of a Parquet file, lazily, one row group's worth at a time.
+pub fn record_batches(
+    bytes: Bytes,
+    path: &str,
+) -> Result<impl Iterator<Item = Result<RecordBatch, SinkError>>, SinkError> {
     let corrupt = |p: &str, e: &dyn std::fmt::Display| SinkError::Corrupt {
         path: p.to_owned(),
         message: e.to_string(),
@@ -229,10 +237,7 @@ pub fn archive_batches(
         .build()
         .map_err(|e| corrupt(path, &e))?;
     let path = path.to_owned();
-    Ok(reader.map(move |b| {
-        let b = b.map_err(|e| corrupt(&path, &e))?;
-        decode_archive_batch(&b, &path)
-    }))
+    Ok(reader.map(move |b| b.map_err(|e| corrupt(&path, &e))))
 }
 
 fn decode_archive_batch(b: &RecordBatch, path: &str) -> Result<Vec<Admitted>, SinkError> {
@@ -432,7 +437,8 @@ mod tests {
             let one_shot = encode_archive(&all, "x").expect("encodes");
             for step in [1usize, 7, 1000, 8192, 9000, 30_000] {
                 let mut s =
-                    StreamingParquet::new(archive_schema(), archive_columns, "x").expect("starts");
+                    StreamingParquet::new(archive_schema(), std::rc::Rc::new(archive_columns), "x")
+                        .expect("starts");
                 // Uneven chunks: step, 2*step, 3*step, ...
                 let (mut at, mut k) = (0usize, 1usize);
                 while at < all.len() {

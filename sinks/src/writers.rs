@@ -63,11 +63,11 @@ pub struct ClosedFormat<R> {
     /// What the files hold.
     pub kind: FileKind,
     /// Path of the file for `(interval_start, bucket)`.
-    pub path: fn(u64, u32) -> String,
+    pub path: Box<dyn Fn(u64, u32) -> String>,
     /// The Parquet schema.
-    pub schema: fn() -> arrow::datatypes::SchemaRef,
+    pub schema: arrow::datatypes::SchemaRef,
     /// The columns of sorted rows.
-    pub columns: fn(&[R]) -> Vec<arrow::array::ArrayRef>,
+    pub columns: crate::parquet::Columns<R>,
     /// A row's logical time.
     pub time: fn(&R) -> LogicalTime,
 }
@@ -100,7 +100,11 @@ pub fn write_closed<'scope, R: Clone + 'static>(
                 for c in data.flat_map(|batch| batch.drain(..)) {
                     let path = (format.path)(c.interval_start, c.bucket);
                     let slot = open.entry((c.interval_start, c.bucket)).or_insert_with(|| {
-                        match StreamingParquet::new((format.schema)(), format.columns, &path) {
+                        match StreamingParquet::new(
+                            format.schema.clone(),
+                            format.columns.clone(),
+                            &path,
+                        ) {
                             Ok(parquet) => Some(OpenFile {
                                 parquet,
                                 rows: 0,
@@ -172,9 +176,9 @@ pub fn write_archive<'scope>(
     let format = ClosedFormat {
         name: "WriteArchive",
         kind: FileKind::Archive,
-        path: layout::archive_file,
-        schema: archive_schema,
-        columns: archive_columns,
+        path: Box::new(layout::archive_file),
+        schema: archive_schema(),
+        columns: std::rc::Rc::new(archive_columns),
         time: |r: &Admitted| r.logical_time,
     };
     write_closed(batches, format, store, failures)
