@@ -623,7 +623,33 @@ impl World {
                     self.schedule(pending, ev.at + delay, kind);
                 }
             }
-            Kind::Label { .. } => stats.labels += 1,
+            Kind::Label {
+                subject,
+                account,
+                fraud,
+                effective_ms,
+            } => {
+                stats.labels += 1;
+                // Label dynamics: a chargeback may be reversed after review (fraud → legit),
+                // and any label may be asserted again later by another review; datasets pick
+                // the label as known at their cut-off.
+                let again = if *fraud && rng.random_bool(0.12) {
+                    Some((false, rng.random_range(1_800_000..6 * 3_600_000)))
+                } else if rng.random_bool(0.05) {
+                    Some((*fraud, rng.random_range(600_000..2 * 3_600_000)))
+                } else {
+                    None
+                };
+                if let Some((fraud, delay)) = again {
+                    let kind = Kind::Label {
+                        subject: *subject,
+                        account: *account,
+                        fraud,
+                        effective_ms: *effective_ms,
+                    };
+                    self.schedule(pending, ev.at + delay, kind);
+                }
+            }
             Kind::Posture { posture } => {
                 stats.postures += 1;
                 if *posture == "NORMAL" {
