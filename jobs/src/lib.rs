@@ -13,13 +13,19 @@
 //! - [`wallclock`]: the only wall-clock reads (pacing, latency, run records).
 //! - [`verify`]: archive completeness checks.
 //! - [`dataset`]: training datasets from the archive: build, manifest, verify, zero-skew check.
+//! - [`backfill`]: declared backfills into derived versions under `ofs/backfills/`.
+//! - [`gov`]: governance facts under `gov/` and on the control topic.
+//! - [`govcli`]: the `backfill` and `gov` subcommands.
 //! - [`progress`]: progress bars (terminal) or plain progress lines.
 
+pub mod backfill;
 pub mod broker;
 pub mod config;
 pub mod dataflow;
 pub mod dataset;
 pub mod demo;
+pub mod gov;
+pub mod govcli;
 pub mod kafka;
 pub mod progress;
 pub mod publish;

@@ -74,6 +74,16 @@ enum Cmd {
         #[command(subcommand)]
         cmd: tidemark_jobs::dataset::cli::DatasetCmd,
     },
+    /// Declared backfills: a new feature revision over history into ofs/backfills/<id>/.
+    Backfill {
+        #[command(subcommand)]
+        cmd: tidemark_jobs::govcli::BackfillCmd,
+    },
+    /// Governance facts (policy activations, backfill declarations and receipts).
+    Gov {
+        #[command(subcommand)]
+        cmd: tidemark_jobs::govcli::GovCmd,
+    },
     /// The local Kafka-protocol broker (tansu on loopback) and topic creation.
     Broker {
         #[command(subcommand)]
@@ -399,6 +409,8 @@ fn real_main() -> Result<()> {
         }
         Cmd::Verify { data } => verify_cmd(&data),
         Cmd::Dataset { cmd } => tidemark_jobs::dataset::cli::execute(cmd),
+        Cmd::Backfill { cmd } => tidemark_jobs::govcli::backfill(cmd),
+        Cmd::Gov { cmd } => tidemark_jobs::govcli::gov(cmd),
         Cmd::Replay {
             profile,
             data,

@@ -518,6 +518,23 @@ pub fn run_with(
     };
     let dcfg = decision_config(profile, 0, None)?;
     let plan = check_root(profile, ingress, &store, &dcfg, opts)?;
+    if opts.cluster.process == 0 {
+        // SPEC §11: the first run under a policy revision records (and publishes) it.
+        let activated =
+            crate::gov::activate_policy(&store, &dcfg.policy_rev, &profile.name, |f| match &opts
+                .publish
+            {
+                Some(conn) => crate::gov::publish(conn, &[f]),
+                None => Ok(()),
+            })?;
+        if let Some(f) = activated {
+            eprintln!(
+                "run: policy revision {} activated under this root ({})",
+                f.subject,
+                crate::gov::policy_path(&f.subject)
+            );
+        }
+    }
     let resume = plan.resume;
     let resumed_from = resume
         .as_ref()

@@ -391,6 +391,12 @@ impl<'scope, D: Clone + 'static> ProduceTo<'scope, D> for StreamVec<'scope, Logi
     }
 }
 
+/// Key prefix of governance facts that tidemark's offline commands (`backfill`) publish on
+/// `fp.bus.control.v1` outside any run: they are not a run's output, so the tail scan of a
+/// resumed run ([`published_since`]) ignores them (their wall-clock timestamps would otherwise
+/// read as output already published up to that time).
+pub const GOV_FACT_KEY_PREFIX: &[u8] = b"gov.fact/";
+
 /// Reads every record of `topic` partition `partition` from `from` up to its current end and
 /// returns their identities ([`record_identity`]) with their record timestamps (tidemark
 /// stamps every output record with a logical time): what an interrupted run already published
@@ -445,6 +451,9 @@ pub fn published_since(
                     continue;
                 }
                 next = off + 1;
+                if m.key().is_some_and(|k| k.starts_with(GOV_FACT_KEY_PREFIX)) {
+                    continue;
+                }
                 out.push((
                     record_identity(
                         topic,
