@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use tidemark_sinks::WriteOnceStore;
+use tidemark_sinks::{FileKind, WriteOnceStore};
 use tidemark_sources::{KafkaEnd, KafkaSource, KafkaStart};
 
 use crate::broker::{ensure_topics, topic_layout, topics, LocalBroker, Storage};
@@ -208,6 +208,9 @@ pub fn file_demo(events: u64, workers: usize, root: &Path, profile: &str) -> Res
     let data = root.join("data");
     let cfg = WorldConfig {
         events,
+        // Labels, reversals and episodes unfold within the few simulated minutes of the world.
+        follow_up_scale: 0.05,
+        fraud_rate: 0.005,
         ..Default::default()
     };
     world_to_file(&cfg, &world)?;
@@ -232,6 +235,54 @@ fn check_and_replay(
     print_replay(&r);
     if r.divergence.is_some() {
         bail!("replay diverged from the online run");
+    }
+    demo_dataset(profile, data, workers)
+}
+
+/// The demos' last step: a training dataset of everything the run decided (labels as known at
+/// its end, a time split half-way), checked row by row against the online audit, and the
+/// root's governance facts.
+fn demo_dataset(profile: &Profile, data: &Path, workers: usize) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let store = crate::dataset::local_store(data, &rt)?;
+    let (mut lo, mut hi) = (u64::MAX, 0u64);
+    for m in crate::replay::manifests(&store)? {
+        for f in m.files.iter().filter(|f| f.kind == FileKind::Archive) {
+            lo = lo.min(f.min_logical_time.unwrap_or(u64::MAX));
+            hi = hi.max(f.max_logical_time.unwrap_or(0));
+        }
+    }
+    if lo > hi {
+        bail!("the archive is empty: no dataset to build");
+    }
+    let req = crate::dataset::DatasetRequest {
+        from: lo,
+        to: hi + 1,
+        labels_as_of: hi,
+        split_at: Some(lo + (hi - lo) / 2),
+        workers,
+    };
+    let target = crate::dataset::Target {
+        root: store.clone(),
+        dir: None,
+    };
+    let built = crate::dataset::build(profile, &store, &target, &req)?;
+    crate::dataset::cli::print_built(&built, data);
+    match &built.manifest.certificate {
+        Some(c) if c.mismatches == 0 => {}
+        Some(c) => bail!("the dataset differs from the online audit: {}", c.summary()),
+        None => bail!("no online audit to check the dataset against"),
+    }
+    for (path, f) in crate::gov::list(&store)? {
+        println!(
+            "gov: {} {} {} ({path})",
+            f.recorded_at,
+            f.kind.as_str(),
+            f.subject
+        );
     }
     Ok(())
 }

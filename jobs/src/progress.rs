@@ -1,5 +1,5 @@
 //! Progress of long offline commands (dataset builds, backfills): an indicatif bar on a
-//! terminal, plain lines (at most one per tenth of the work) otherwise, so logs stay readable.
+//! terminal, plain lines (at most one per quarter of the work) otherwise, so logs stay readable.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,7 +43,7 @@ impl Progress {
         match &self.bar {
             Some(bar) => bar.inc(1),
             None => {
-                let step = (self.total / 10).max(1);
+                let step = self.total.div_ceil(4).max(1);
                 if done % step == 0 || done == self.total {
                     eprintln!("{}: {done}/{}", self.what, self.total);
                 }
