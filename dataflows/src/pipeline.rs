@@ -306,6 +306,7 @@ pub fn decide<'scope>(
         cfg.clone(),
     )
     .ok_err(|d| d);
+    let details = details.map(|d| *d);
     let snapshots = combine_snapshots(snap_parts.concat(versions), cfg);
     DecisionOutputs {
         audit,
@@ -329,7 +330,7 @@ fn gather<'scope>(
     postures: StreamVec<'scope, LogicalTime, (LogicalTime, SourceCoord, String)>,
     spec: FeatureSpec,
     cfg: Arc<DecisionConfig>,
-) -> StreamVec<'scope, LogicalTime, Result<AuditRecord, DecisionDetail>> {
+) -> StreamVec<'scope, LogicalTime, Result<AuditRecord, Box<DecisionDetail>>> {
     let pact = Exchange::new(|g: &Gather| g.key().0.route());
     input.binary_frontier(
         postures,
@@ -365,7 +366,7 @@ fn gather<'scope>(
                     known.sort();
                 });
                 let mut out_cap: Option<Capability<LogicalTime>> = None;
-                let mut out: Vec<Result<AuditRecord, DecisionDetail>> = Vec::new();
+                let mut out: Vec<Result<AuditRecord, Box<DecisionDetail>>> = Vec::new();
                 while let Some((&t, _)) = pending.first_key_value() {
                     if f1.less_equal(&t) || f2.less_equal(&t) {
                         break;
@@ -409,7 +410,7 @@ fn gather<'scope>(
                         let (audit, detail) =
                             audit_record(&cfg, &index, tr, fvals, graph, &posture);
                         out.push(Ok(audit));
-                        out.extend(detail.map(Err));
+                        out.extend(detail.map(|d| Err(Box::new(d))));
                     }
                     // Within a time, in event_id order (independent of arrival order).
                     out[first..].sort_by(|a, b| out_event_id(a).cmp(out_event_id(b)));
@@ -424,7 +425,7 @@ fn gather<'scope>(
 }
 
 /// The event id of a gathered output (a decision's audit record and detail sort together).
-fn out_event_id(r: &Result<AuditRecord, DecisionDetail>) -> &str {
+fn out_event_id(r: &Result<AuditRecord, Box<DecisionDetail>>) -> &str {
     match r {
         Ok(a) => &a.event_id,
         Err(d) => &d.event_id,

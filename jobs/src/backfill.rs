@@ -241,7 +241,7 @@ pub enum RunResult {
     /// Already complete: the receipt is there, nothing was computed.
     AlreadyComplete(GovFact),
     /// Computed now.
-    Completed(Built, GovFact),
+    Completed(Box<Built>, GovFact),
 }
 
 /// Runs a declared backfill.
@@ -304,5 +304,5 @@ pub fn run(
     if let Some(c) = conn {
         gov::publish(c, &[&receipt])?;
     }
-    Ok(RunResult::Completed(built, receipt))
+    Ok(RunResult::Completed(Box::new(built), receipt))
 }

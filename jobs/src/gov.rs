@@ -203,8 +203,7 @@ pub fn activate_policy(
     }
     let before = list(store)?
         .into_iter()
-        .filter(|(_, f)| f.kind == GovKind::PolicyActivated)
-        .next_back()
+        .rfind(|(_, f)| f.kind == GovKind::PolicyActivated)
         .map(|(_, f)| f.subject);
     let fact = GovFact::now(
         GovKind::PolicyActivated,

@@ -57,10 +57,7 @@ pub enum GovCmd {
 }
 
 fn conn(brokers: Option<String>) -> Result<Option<tidemark_sources::KafkaConn>> {
-    Ok(match brokers {
-        Some(b) => Some(config::Profile::default().kafka_conn(Some(&b))),
-        None => None,
-    })
+    Ok(brokers.map(|b| config::Profile::default().kafka_conn(Some(&b))))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -162,7 +162,7 @@ fn a_backfill_derives_a_new_feature_without_touching_primary_truths() {
     assert!(format!("{err:#}").contains("conflicting"), "{err:#}");
 
     let built = match backfill::run(&store, "merchants-7d", 2, Some(&k.conn)).unwrap() {
-        RunResult::Completed(b, _) => b,
+        RunResult::Completed(b, _) => *b,
         other => panic!("expected a computed backfill, got {other:?}"),
     };
     assert!(matches!(
