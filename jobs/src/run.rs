@@ -518,23 +518,6 @@ pub fn run_with(
     };
     let dcfg = decision_config(profile, 0, None)?;
     let plan = check_root(profile, ingress, &store, &dcfg, opts)?;
-    if opts.cluster.process == 0 {
-        // SPEC §11: the first run under a policy revision records (and publishes) it.
-        let activated =
-            crate::gov::activate_policy(&store, &dcfg.policy_rev, &profile.name, |f| match &opts
-                .publish
-            {
-                Some(conn) => crate::gov::publish(conn, &[f]),
-                None => Ok(()),
-            })?;
-        if let Some(f) = activated {
-            eprintln!(
-                "run: policy revision {} activated under this root ({})",
-                f.subject,
-                crate::gov::policy_path(&f.subject)
-            );
-        }
-    }
     let resume = plan.resume;
     let resumed_from = resume
         .as_ref()
@@ -554,6 +537,24 @@ pub fn run_with(
         );
     }
     let src = ingress.open()?;
+    if opts.cluster.process == 0 {
+        // SPEC §11: the first run under a policy revision records (and publishes) it, once
+        // the ingress is known to be reachable and before the genesis commit takes its marks.
+        let activated =
+            crate::gov::activate_policy(&store, &dcfg.policy_rev, &profile.name, |f| match &opts
+                .publish
+            {
+                Some(conn) => crate::gov::publish(conn, &[f]),
+                None => Ok(()),
+            })?;
+        if let Some(f) = activated {
+            eprintln!(
+                "run: policy revision {} activated under this root ({})",
+                f.subject,
+                crate::gov::policy_path(&f.subject)
+            );
+        }
+    }
     // A fresh root gets a genesis commit (boundary 0) before anything is published: a run
     // killed before its first real commit then resumes from it instead of starting over
     // blind, and knows which output records are already on the topics.

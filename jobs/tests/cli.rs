@@ -158,3 +158,108 @@ fn tidemark_audit_id(data: &std::path::Path) -> String {
         .expect("a decision")
         .event_id
 }
+
+#[test]
+fn dataset_backfill_and_gov_commands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ingress = tmp.path().join("in");
+    let data = tmp.path().join("data");
+    run_ok(
+        tidemark()
+            .args(["world", "--events", "6000", "--seed", "4", "--out"])
+            .arg(&ingress),
+    );
+    run_ok(
+        tidemark()
+            .args(["run", "--profile", "local", "--ingress"])
+            .arg(format!("file:{}", ingress.display()))
+            .arg("--data")
+            .arg(&data),
+    );
+    // RFC 3339 and epoch-ms arguments; the id is printed, verify certifies every row.
+    let build = |extra: &[&str]| {
+        run_ok(
+            tidemark()
+                .args(["dataset", "build", "--data"])
+                .arg(&data)
+                .args(["--from", "2026-01-01T00:00:00Z", "--to", "1767229200000"])
+                .args(["--labels-as-of", "2026-01-01T01:00:00Z"])
+                .args(extra),
+        )
+    };
+    let s = build(&["--split-at", "2026-01-01T00:00:30Z"]);
+    let id = s
+        .split_whitespace()
+        .skip_while(|w| *w != "dataset")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_owned();
+    assert!(s.contains("zero-skew certificate: rows="), "{s}");
+    assert!(s.contains("mismatches=0"), "{s}");
+    assert!(build(&["--split-at", "2026-01-01T00:00:30Z", "-w", "2"]).contains("already built"));
+    let s = run_ok(
+        tidemark()
+            .args(["dataset", "verify", "--data"])
+            .arg(&data)
+            .arg(&id),
+    );
+    assert!(s.contains("mismatches=0") && s.contains("OK"), "{s}");
+    let e = run_err(
+        tidemark()
+            .args(["dataset", "verify", "--data"])
+            .arg(&data)
+            .arg("0000000000000000"),
+    );
+    assert!(e.contains("no dataset manifest"), "{e}");
+    let e = run_err(
+        tidemark()
+            .args(["dataset", "build", "--data"])
+            .arg(&data)
+            .args(["--from", "5", "--to", "5", "--labels-as-of", "yesterday"]),
+    );
+    assert!(e.contains("not a time"), "{e}");
+
+    // A backfill from a declaration file, twice; the facts in order.
+    let decl = tmp.path().join("decl.toml");
+    std::fs::write(
+        &decl,
+        "id = \"again\"\npurpose = \"same revision, recomputed\"\nfrom = 1767225600000\nto = \"2026-01-01T00:01:00Z\"\nfeatures = \"local\"\n",
+    )
+    .unwrap();
+    let declare = || {
+        run_ok(
+            tidemark()
+                .args(["backfill", "declare", "--data"])
+                .arg(&data)
+                .arg(&decl),
+        )
+    };
+    assert!(declare().contains("declared"));
+    assert!(declare().contains("already declared"));
+    let run = || {
+        run_ok(
+            tidemark()
+                .args(["backfill", "run", "--data"])
+                .arg(&data)
+                .arg("again"),
+        )
+    };
+    assert!(run().contains("complete; receipt gov/backfills/again/receipt.json"));
+    assert!(run().contains("already complete"));
+    let s = run_ok(tidemark().args(["gov", "list", "--data"]).arg(&data));
+    let kinds: Vec<&str> = s
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "policy.activated",
+            "backfill.declared",
+            "backfill.completed",
+            "facts"
+        ],
+        "{s}"
+    );
+}
