@@ -293,12 +293,31 @@ fn assert_equals_reference(env: &Env, data: &Path, reference: &Path, what: &str)
         topic.len(),
         audit.len()
     );
-    // Traffic + control hold exactly the archive's envelopes, once each.
-    let mut published: Vec<Vec<u8>> = [topics::TRAFFIC, topics::CONTROL]
+    // Traffic + control hold exactly the archive's envelopes, once each, plus the root's
+    // governance fact: its policy activation (at least once, always the same act).
+    let (facts, mut published): (Vec<Vec<u8>>, Vec<Vec<u8>>) = [topics::TRAFFIC, topics::CONTROL]
         .iter()
         .flat_map(|t| read_topic(&env.conn, t).unwrap())
         .map(|r| r.bytes)
+        .partition(|b| {
+            serde_json::from_slice::<serde_json::Value>(b)
+                .is_ok_and(|v| v["producer"] == "governance" && v["event_type"] == "gov.fact.v1")
+        });
+    let facts: Vec<serde_json::Value> = facts
+        .iter()
+        .map(|b| serde_json::from_slice(b).unwrap())
         .collect();
+    assert!(
+        !facts.is_empty(),
+        "{what}: no policy.activated fact on the control topic"
+    );
+    assert!(
+        facts
+            .iter()
+            .all(|f| f["payload"]["kind"] == "policy.activated"
+                && f["event_id"] == facts[0]["event_id"]),
+        "{what}: governance facts {facts:?}"
+    );
     published.sort();
     let mut archived: Vec<Vec<u8>> = Vec::new();
     for (path, bytes) in truths(data) {

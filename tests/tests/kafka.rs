@@ -99,10 +99,16 @@ fn online_over_kafka_equals_replay_file_log_and_topics() {
         .collect();
     admitted.sort();
     let mut published = Vec::new();
-    let mut control = 0;
+    let (mut control, mut facts) = (0, Vec::new());
     for topic in [topics::TRAFFIC, topics::CONTROL] {
         for rec in read_topic(&k.conn, topic).unwrap() {
             let v: serde_json::Value = serde_json::from_slice(&rec.bytes).unwrap();
+            // The run's own governance fact (SPEC §11), not an admitted envelope.
+            if v["producer"] == "governance" {
+                assert_eq!(topic, topics::CONTROL);
+                facts.push(v["payload"]["kind"].as_str().unwrap().to_owned());
+                continue;
+            }
             let key = v["partition_key"].as_str().unwrap().as_bytes().to_vec();
             let is_control =
                 tidemark_dataflows::envelope::is_control(v["event_type"].as_str().unwrap());
@@ -113,6 +119,11 @@ fn online_over_kafka_equals_replay_file_log_and_topics() {
     }
     published.sort();
     assert!(control > 0, "no control events published");
+    assert_eq!(
+        facts,
+        ["policy.activated"],
+        "the run's policy activation, once"
+    );
     assert!(
         published == admitted,
         "traffic+control topics differ from the archive"
