@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::vec::{Broadcast, Map};
+use timely::dataflow::operators::vec::{Broadcast, Map, ToStream};
 use timely::dataflow::operators::{Capability, Concat};
 use timely::dataflow::StreamVec;
 
@@ -167,7 +167,8 @@ pub fn decide<'scope>(
     cfg: Arc<DecisionConfig>,
     failures: Failures,
 ) -> DecisionOutputs<'scope> {
-    let origin = admitted.scope().index() as u32;
+    let scope = admitted.scope();
+    let origin = scope.index() as u32;
     // Every field and type the stages read, resolved once.
     let mut schema = EventSchema::default();
     let spec = FeatureSpec::new(cfg.features.clone(), &mut schema);
@@ -299,14 +300,17 @@ pub fn decide<'scope>(
         })
         .broadcast();
 
-    let (audit, details) = gather(
-        triggers.concat(answers).concat(graph_answers),
-        postures,
-        spec,
-        cfg.clone(),
-    )
-    .ok_err(|d| d);
-    let details = details.map(|d| *d);
+    let parts = triggers.concat(answers).concat(graph_answers);
+    let (audit, details) = if cfg.details {
+        let (audit, details) =
+            gather::<Result<AuditRecord, Box<DecisionDetail>>>(parts, postures, spec, cfg.clone())
+                .ok_err(|d| d);
+        (audit, details.map(|d| *d))
+    } else {
+        // The online run and replays pay nothing for details.
+        let audit = gather::<AuditRecord>(parts, postures, spec, cfg.clone());
+        (audit, Vec::<DecisionDetail>::new().to_stream(scope))
+    };
     let snapshots = combine_snapshots(snap_parts.concat(versions), cfg);
     DecisionOutputs {
         audit,
@@ -325,12 +329,43 @@ type Gathered = (
     Option<(i64, i64, String)>,
 );
 
-fn gather<'scope>(
+/// What the decision fabric emits per decision: its audit record alone, or (for datasets)
+/// the audit record and its detail.
+trait GatherOut: timely::ExchangeData {
+    /// Appends the outputs of one decision.
+    fn emit(audit: AuditRecord, detail: Option<DecisionDetail>, out: &mut Vec<Self>);
+    /// The decision's event id (outputs of one logical time sort by it).
+    fn event_id(&self) -> &str;
+}
+
+impl GatherOut for AuditRecord {
+    fn emit(audit: AuditRecord, _: Option<DecisionDetail>, out: &mut Vec<Self>) {
+        out.push(audit);
+    }
+    fn event_id(&self) -> &str {
+        &self.event_id
+    }
+}
+
+impl GatherOut for Result<AuditRecord, Box<DecisionDetail>> {
+    fn emit(audit: AuditRecord, detail: Option<DecisionDetail>, out: &mut Vec<Self>) {
+        out.push(Ok(audit));
+        out.extend(detail.map(|d| Err(Box::new(d))));
+    }
+    fn event_id(&self) -> &str {
+        match self {
+            Ok(a) => &a.event_id,
+            Err(d) => &d.event_id,
+        }
+    }
+}
+
+fn gather<'scope, O: GatherOut>(
     input: StreamVec<'scope, LogicalTime, Gather>,
     postures: StreamVec<'scope, LogicalTime, (LogicalTime, SourceCoord, String)>,
     spec: FeatureSpec,
     cfg: Arc<DecisionConfig>,
-) -> StreamVec<'scope, LogicalTime, Result<AuditRecord, Box<DecisionDetail>>> {
+) -> StreamVec<'scope, LogicalTime, O> {
     let pact = Exchange::new(|g: &Gather| g.key().0.route());
     input.binary_frontier(
         postures,
@@ -366,7 +401,7 @@ fn gather<'scope>(
                     known.sort();
                 });
                 let mut out_cap: Option<Capability<LogicalTime>> = None;
-                let mut out: Vec<Result<AuditRecord, Box<DecisionDetail>>> = Vec::new();
+                let mut out: Vec<O> = Vec::new();
                 while let Some((&t, _)) = pending.first_key_value() {
                     if f1.less_equal(&t) || f2.less_equal(&t) {
                         break;
@@ -409,11 +444,10 @@ fn gather<'scope>(
                         let Some(tr) = trigger else { continue };
                         let (audit, detail) =
                             audit_record(&cfg, &index, tr, fvals, graph, &posture);
-                        out.push(Ok(audit));
-                        out.extend(detail.map(|d| Err(Box::new(d))));
+                        O::emit(audit, detail, &mut out);
                     }
                     // Within a time, in event_id order (independent of arrival order).
-                    out[first..].sort_by(|a, b| out_event_id(a).cmp(out_event_id(b)));
+                    out[first..].sort_by(|a, b| a.event_id().cmp(b.event_id()));
                 }
                 // One message per activation, not one per logical time.
                 if let Some(c) = out_cap {
@@ -422,14 +456,6 @@ fn gather<'scope>(
             }
         },
     )
-}
-
-/// The event id of a gathered output (a decision's audit record and detail sort together).
-fn out_event_id(r: &Result<AuditRecord, Box<DecisionDetail>>) -> &str {
-    match r {
-        Ok(a) => &a.event_id,
-        Err(d) => &d.event_id,
-    }
 }
 
 /// Compact JSON through serde (the canonical form of the audit's list-valued columns).
