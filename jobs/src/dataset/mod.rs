@@ -20,7 +20,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use timely::dataflow::operators::vec::{Filter, Map};
 use timely::dataflow::operators::Inspect;
 
-use tidemark_dataflows::labels::LabelBook;
+use tidemark_dataflows::labels::{LabelBook, LABEL_TYPE};
 use tidemark_dataflows::pipeline::decide;
 use tidemark_operators::dataset::{DatasetRow, Split};
 use tidemark_operators::hashing::{bucket_of, sha256_hex};
@@ -28,6 +28,7 @@ use tidemark_operators::{CloseIntervals, Failures};
 use tidemark_sinks::dataset::DatasetLayout;
 use tidemark_sinks::layout::MANIFEST_PREFIX;
 use tidemark_sinks::manifest::{FileEntry, FileKind};
+use tidemark_sinks::parquet::archive_rows_of_type;
 use tidemark_sinks::writers::{write_closed, ClosedFormat};
 use tidemark_sinks::WriteOnceStore;
 use tidemark_sources::archive::archive_source;
@@ -137,19 +138,24 @@ pub fn inputs(
 }
 
 /// Reads every label assertion of the archive (whatever its logical time: a label may be
-/// archived long after its event) into a [`LabelBook`] for `labels_as_of`.
+/// archived long after its event) into a [`LabelBook`] for `labels_as_of`. Each file's sha256
+/// is checked against its manifest entry; only label rows are decoded.
 fn label_book(
-    files: &[(u64, String)],
-    reader: &tidemark_sources::archive::ArchiveReader,
+    store: &WriteOnceStore,
+    files: &[(String, String)],
     labels_as_of: u64,
     progress: &Progress,
 ) -> Result<LabelBook> {
     let mut book = LabelBook::new(labels_as_of);
-    for (_, path) in files {
-        for batch in reader(path).map_err(|e| anyhow!("archive {path}: {e}"))? {
-            for a in batch.map_err(|e| anyhow!("archive {path}: {e}"))? {
-                book.offer(&a).map_err(|e| anyhow!("archive {path}: {e}"))?;
-            }
+    for (path, sha) in files {
+        let bytes = store.get(path)?;
+        if sha256_hex(&bytes) != *sha {
+            bail!(
+                "archive {path}: sha256 does not match its manifest entry: the archive was altered"
+            );
+        }
+        for a in archive_rows_of_type(bytes, path, LABEL_TYPE)? {
+            book.offer(&a).map_err(|e| anyhow!("archive {path}: {e}"))?;
         }
         progress.inc();
     }
@@ -205,7 +211,13 @@ pub fn build(
     // Labels first (every archive file), then the decisions (files up to `to`).
     let reading = files.iter().filter(|(t, _)| *t < req.to).count() as u64;
     let progress = Progress::new("dataset: archive files read", files.len() as u64 + reading);
-    let labels = Arc::new(label_book(&files, &reader, req.labels_as_of, &progress)?);
+    let archive: Vec<(String, String)> = ms
+        .iter()
+        .flat_map(|m| m.files.iter())
+        .filter(|f| f.kind == FileKind::Archive)
+        .map(|f| (f.path.clone(), f.sha256.clone()))
+        .collect();
+    let labels = Arc::new(label_book(data, &archive, req.labels_as_of, &progress)?);
     let counting = {
         let (reader, progress) = (reader.clone(), progress.clone());
         let r: tidemark_sources::archive::ArchiveReader = Arc::new(move |p: &str| {
