@@ -7,11 +7,10 @@
 
 use tidemark_benches::measure;
 use tidemark_jobs::config::load;
-use tidemark_jobs::dataset::{build, local_store, DatasetRequest, Target};
-use tidemark_jobs::replay::{manifests, replay};
+use tidemark_jobs::dataset::{archive_range, build, local_store, DatasetRequest, Target};
+use tidemark_jobs::replay::replay;
 use tidemark_jobs::run::{run, Ingress};
 use tidemark_jobs::world::{generate, FileLogSink, WorldConfig};
-use tidemark_sinks::FileKind;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -38,13 +37,7 @@ fn main() -> anyhow::Result<()> {
     };
     let rt = tokio::runtime::Runtime::new()?;
     let store = local_store(&data, &rt)?;
-    let (mut lo, mut hi) = (u64::MAX, 0u64);
-    for m in manifests(&store)? {
-        for f in m.files.iter().filter(|f| f.kind == FileKind::Archive) {
-            lo = lo.min(f.min_logical_time.unwrap_or(u64::MAX));
-            hi = hi.max(f.max_logical_time.unwrap_or(0));
-        }
-    }
+    let (lo, hi) = archive_range(&store)?.ok_or_else(|| anyhow::anyhow!("empty archive"))?;
     let (wall, cpu, r) =
         measure(|| replay(&profile, &data, &tmp.path().join("replay"), 0, None, 1));
     let r = r?;

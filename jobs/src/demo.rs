@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use tidemark_sinks::{FileKind, WriteOnceStore};
+use tidemark_sinks::WriteOnceStore;
 use tidemark_sources::{KafkaEnd, KafkaSource, KafkaStart};
 
 use crate::broker::{ensure_topics, topic_layout, topics, LocalBroker, Storage};
@@ -248,16 +248,9 @@ fn demo_dataset(profile: &Profile, data: &Path, workers: usize) -> Result<()> {
         .enable_all()
         .build()?;
     let store = crate::dataset::local_store(data, &rt)?;
-    let (mut lo, mut hi) = (u64::MAX, 0u64);
-    for m in crate::replay::manifests(&store)? {
-        for f in m.files.iter().filter(|f| f.kind == FileKind::Archive) {
-            lo = lo.min(f.min_logical_time.unwrap_or(u64::MAX));
-            hi = hi.max(f.max_logical_time.unwrap_or(0));
-        }
-    }
-    if lo > hi {
+    let Some((lo, hi)) = crate::dataset::archive_range(&store)? else {
         bail!("the archive is empty: no dataset to build");
-    }
+    };
     let req = crate::dataset::DatasetRequest {
         from: lo,
         to: hi + 1,

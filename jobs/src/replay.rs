@@ -212,7 +212,7 @@ pub fn read_audit(store: &WriteOnceStore) -> Result<BTreeMap<String, Vec<AuditRe
 }
 
 /// The interval start in a `…/t=<16 digits>…` path.
-fn path_time(path: &str) -> Option<u64> {
+pub fn path_time(path: &str) -> Option<u64> {
     path.split("t=").nth(1)?.get(..16)?.parse().ok()
 }
 

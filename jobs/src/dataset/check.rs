@@ -12,6 +12,7 @@ use tidemark_sinks::dataset::{DatasetHasher, DatasetLayout};
 use tidemark_sinks::{SinkError, WriteOnceStore};
 
 use super::manifest::{Certificate, DatasetStats};
+use crate::replay::path_time;
 
 type Batches = Box<dyn Iterator<Item = Result<Vec<DatasetRow>, SinkError>>>;
 
@@ -65,11 +66,6 @@ pub struct AuditRows {
     current: VecDeque<AuditRecord>,
     from: u64,
     to: u64,
-}
-
-/// The interval start in a `…/t=<16 digits>…` path.
-pub fn path_time(path: &str) -> Option<u64> {
-    path.split("t=").nth(1)?.get(..16)?.parse().ok()
 }
 
 impl AuditRows {
@@ -240,11 +236,13 @@ pub fn check_rows(
         online_policy_rev: None,
         same_feature_revision: false,
     });
-    let miss = |cert: &mut Certificate, what: String| {
-        cert.mismatches += 1;
-        if cert.first_difference.is_none() {
-            cert.first_difference = Some(what);
-        }
+    let miss = |cert: &mut Certificate, what: String| cert.mismatch(what);
+    let online_only = |cert: &mut Certificate, a: &AuditRecord| {
+        cert.audit_rows += 1;
+        cert.mismatch(format!(
+            "event {} at {}: decided online, missing from the dataset",
+            a.event_id, a.logical_time
+        ));
     };
     for r in rows {
         let r = r?;
@@ -265,15 +263,7 @@ pub fn check_rows(
                 break;
             }
             if let Some(a) = audit.next() {
-                let a = a?;
-                cert.audit_rows += 1;
-                miss(
-                    cert,
-                    format!(
-                        "event {} at {}: decided online, missing from the dataset",
-                        a.event_id, a.logical_time
-                    ),
-                );
+                online_only(cert, &a?);
             }
         }
         match audit.next_if(|a| {
@@ -300,15 +290,7 @@ pub fn check_rows(
     }
     if let (Some(audit), Some(cert)) = (audit, cert.as_mut()) {
         for a in audit {
-            let a = a?;
-            cert.audit_rows += 1;
-            miss(
-                cert,
-                format!(
-                    "event {} at {}: decided online, missing from the dataset",
-                    a.event_id, a.logical_time
-                ),
-            );
+            online_only(cert, &a?);
         }
     }
     if let Some(c) = cert.as_mut() {

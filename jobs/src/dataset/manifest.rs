@@ -211,6 +211,14 @@ pub struct Certificate {
 }
 
 impl Certificate {
+    /// Counts one mismatch, keeping the first difference.
+    pub fn mismatch(&mut self, what: String) {
+        self.mismatches += 1;
+        if self.first_difference.is_none() {
+            self.first_difference = Some(what);
+        }
+    }
+
     /// `rows=N mismatches=M` (and the scope).
     pub fn summary(&self) -> String {
         format!("rows={} mismatches={}", self.rows, self.mismatches)

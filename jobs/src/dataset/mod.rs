@@ -137,6 +137,19 @@ pub fn inputs(
     })
 }
 
+/// The logical-time range `[first, last]` of a sealed archive's rows (from its manifests'
+/// file entries), or `None` when it holds no row.
+pub fn archive_range(store: &WriteOnceStore) -> Result<Option<(u64, u64)>> {
+    let (mut lo, mut hi) = (u64::MAX, 0u64);
+    for m in manifests(store)? {
+        for f in m.files.iter().filter(|f| f.kind == FileKind::Archive) {
+            lo = lo.min(f.min_logical_time.unwrap_or(u64::MAX));
+            hi = hi.max(f.max_logical_time.unwrap_or(0));
+        }
+    }
+    Ok((lo <= hi).then_some((lo, hi)))
+}
+
 /// Reads every label assertion of the archive (whatever its logical time: a label may be
 /// archived long after its event) into a [`LabelBook`] for `labels_as_of`. Each file's sha256
 /// is checked against its manifest entry; only label rows are decoded.
