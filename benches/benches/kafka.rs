@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use tidemark_benches::measure;
-use tidemark_jobs::broker::{ensure_topics, topic_layout, topics, LocalBroker, Storage};
+use tidemark_jobs::broker::{ensure_topics, topics, LocalBroker, Storage};
 use tidemark_jobs::config::load;
 use tidemark_jobs::kafka::{produce_world, read_topic};
 use tidemark_jobs::run::{run_with, Ingress, RunOptions};
@@ -46,12 +46,12 @@ fn main() -> anyhow::Result<()> {
     let pid = broker.pid().unwrap_or(0);
     let profile = load("local")?;
     let conn = profile.kafka_conn(Some(&broker.addr()));
-    ensure_topics(&conn, &topic_layout(&profile))?;
+    ensure_topics(&conn, &profile)?;
     let cfg = WorldConfig {
         events,
         ..Default::default()
     };
-    let (wall, cpu, r) = measure(|| produce_world(&conn, &cfg, false, &mut |_, _| {}));
+    let (wall, cpu, r) = measure(|| produce_world(&conn, &cfg, false, None, &mut |_, _| {}));
     r?;
     println!(
         "produce (idempotent, acks=all): {events} records, {:.0} records/s wall, {:.0} records/CPU-s",
@@ -177,7 +177,7 @@ fn live_latency(
         ..Default::default()
     };
     let t0 = Instant::now();
-    produce_world(&lconn, &live, true, &mut |_, _| {})?;
+    produce_world(&lconn, &live, true, None, &mut |_, _| {})?;
     let produced = t0.elapsed();
     // Stop once the world has been sent: what the run decided while the stream was live is
     // the measurement; the last allowed_lateness is decided by the next run (or never here).

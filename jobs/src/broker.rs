@@ -291,15 +291,25 @@ pub fn answers(addr: &str, timeout: Duration) -> bool {
 }
 
 /// Creates the profile's topics on `conn` (existing topics are kept), then checks that every
-/// topic exists with the expected partition count.
-pub fn ensure_topics(conn: &KafkaConn, layout: &[(&str, u32)]) -> Result<()> {
+/// topic exists with the expected partition count. The ingress topic is created with the
+/// profile's `wiring.ingress_timestamps` as its `message.timestamp.type`.
+pub fn ensure_topics(conn: &KafkaConn, profile: &Profile) -> Result<()> {
+    let layout = topic_layout(profile);
+    let stamp = profile.wiring.ingress_timestamps.topic_config();
     let admin: AdminClient<DefaultClientContext> = conn
         .client_config()
         .create()
         .map_err(|e| anyhow!("cannot create a Kafka admin client: {e}"))?;
     let new: Vec<NewTopic> = layout
         .iter()
-        .map(|(name, n)| NewTopic::new(name, *n as i32, TopicReplication::Fixed(1)))
+        .map(|(name, n)| {
+            let t = NewTopic::new(name, *n as i32, TopicReplication::Fixed(1));
+            if *name == topics::INGRESS {
+                t.set("message.timestamp.type", stamp)
+            } else {
+                t
+            }
+        })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(conn.request_timeout));
     let results = futures::executor::block_on(admin.create_topics(&new, &opts))
@@ -315,7 +325,7 @@ pub fn ensure_topics(conn: &KafkaConn, layout: &[(&str, u32)]) -> Result<()> {
         .create()
         .map_err(|e| anyhow!("cannot create a Kafka client: {e}"))?;
     let t0 = Instant::now();
-    for (name, want) in layout {
+    for (name, want) in &layout {
         loop {
             match topic_partitions(&c, name, conn.request_timeout) {
                 Ok(n) if n == *want => break,

@@ -38,6 +38,43 @@ pub struct Wiring {
     /// `archive.interval` and `dla.audit_interval`. Default `1h`.
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
+    /// The record timestamps of the ingress topic that `broker topics` creates:
+    /// `log_append_time` (default; the broker stamps each record as it appends it, so no
+    /// producer clock can move a partition's watermark) or `create_time` (the producer's
+    /// timestamp, for loading historic worlds into a broker that honours append time).
+    /// Brokers without append time (tansu 0.6) keep the producer's timestamp either way.
+    pub ingress_timestamps: IngressTimestamps,
+    /// Where `run` serves `/metrics` (Prometheus), `/healthz` and `/readyz`; empty turns it
+    /// off. Process `i` of a cluster listens on port + i. Default `127.0.0.1:9464`.
+    pub metrics_addr: String,
+    /// `/readyz` is yellow when any ingress partition lags by more than this many records.
+    /// Default 100000.
+    pub ready_max_lag: u64,
+    /// `/readyz` is yellow when any partition's watermark is older than this (wall clock).
+    /// Default `5m`.
+    #[serde(with = "humantime_serde")]
+    pub ready_max_watermark_age: Duration,
+}
+
+/// Which clock stamps ingress records (Kafka's `message.timestamp.type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum IngressTimestamps {
+    /// The broker's append time (`LogAppendTime`).
+    #[default]
+    LogAppendTime,
+    /// The producer's create time (`CreateTime`).
+    CreateTime,
+}
+
+impl IngressTimestamps {
+    /// The value of the topic config `message.timestamp.type`.
+    pub fn topic_config(self) -> &'static str {
+        match self {
+            IngressTimestamps::LogAppendTime => "LogAppendTime",
+            IngressTimestamps::CreateTime => "CreateTime",
+        }
+    }
 }
 
 impl Default for Wiring {
@@ -50,6 +87,10 @@ impl Default for Wiring {
             topic_partitions: 4,
             source_batch: 4096,
             commit_interval: Duration::from_secs(3600),
+            ingress_timestamps: IngressTimestamps::LogAppendTime,
+            metrics_addr: "127.0.0.1:9464".into(),
+            ready_max_lag: 100_000,
+            ready_max_watermark_age: Duration::from_secs(300),
         }
     }
 }
@@ -283,6 +324,19 @@ pub fn validate(p: &Profile) -> Result<()> {
     }
     validate_features(&p.features).map_err(|e| anyhow::anyhow!("features: {e}"))?;
     Ok(())
+}
+
+/// The keyring of the profile's `[ig.signing]` policy with key material from the environment
+/// (`TIDEMARK_SIGNING_KEY_<ID>`), or `None` when signing is not required.
+pub fn signing_keys(
+    p: &Profile,
+) -> Result<Option<std::sync::Arc<tidemark_dataflows::ig::Keyring>>> {
+    if !p.ig.signing.required {
+        return Ok(None);
+    }
+    let ring = tidemark_dataflows::ig::Keyring::load(&p.ig.signing, |var| std::env::var(var).ok())
+        .with_context(|| format!("profile {}: producer signatures are required", p.name))?;
+    Ok(Some(std::sync::Arc::new(ring)))
 }
 
 /// sha256 (hex) of a section's canonical JSON (serde_json, struct field order, durations as

@@ -66,6 +66,10 @@ pub struct Wiring {
     pub latency: Latency,
     /// Commits and the manifest, as the coordinator reports them.
     pub events: Arc<Mutex<Vec<CommitEvent>>>,
+    /// Producer keys, where the IG policy requires signatures.
+    pub keys: Option<Arc<tidemark_dataflows::ig::Keyring>>,
+    /// Metrics served on `wiring.metrics_addr`, if any.
+    pub metrics: Option<crate::metrics::Metrics>,
 }
 
 /// Unit stream carrying only the frontier of `s` (its data is dropped).
@@ -112,6 +116,12 @@ pub fn build(worker: &mut Worker, w: &Wiring) {
         .as_ref()
         .map(|c| boundary_hook(c, w.mark_cap.clone()));
     sopts.on_poll = w.producer.is_some().then(|| w.latency.poll_hook());
+    if let Some(m) = &w.metrics {
+        let (m, index) = (m.clone(), worker.index());
+        sopts.on_progress = Some(Arc::new(move |parts, frontier| {
+            m.source(index, parts, frontier)
+        }));
+    }
     let start_floor = w
         .resume
         .as_ref()
@@ -150,7 +160,10 @@ pub fn build(worker: &mut Worker, w: &Wiring) {
     let index = worker.index();
     let peers = worker.peers();
     worker.dataflow::<u64, _, _>(|scope| {
-        let stamper = IgStamper::new(policy.clone(), policy_rev.clone());
+        let mut stamper = IgStamper::new(policy.clone(), policy_rev.clone());
+        if let Some(keys) = &w.keys {
+            stamper = stamper.with_keys(keys.clone());
+        }
         let events = ingress_source(scope, w.src.clone(), stamper, sopts, failures.clone());
         let (items, progress): (
             StreamVec<'_, LogicalTime, IgItem>,
@@ -201,7 +214,13 @@ pub fn build(worker: &mut Worker, w: &Wiring) {
         let state_input = admitted.clone().filter(move |_| decisions).concat(rows);
         let outs = decide(state_input, dcfg.clone(), failures.clone());
         let (st1, st2) = (w.stats.clone(), w.stats.clone());
-        let mut audit = outs.audit.inspect(move |r| st1.decision(r));
+        let m = w.metrics.clone();
+        let mut audit = outs.audit.inspect(move |r| {
+            st1.decision(r);
+            if let Some(m) = &m {
+                m.decision(r, crate::wallclock::now_ms());
+            }
+        });
         let mut snapshots = outs.snapshots;
         if let Some(p) = &w.producer {
             let lat = w.latency.clone();
@@ -225,8 +244,22 @@ pub fn build(worker: &mut Worker, w: &Wiring) {
             (a.logical_time, bucket_of(&a.partition_key, buckets))
         });
         let archive_files = write_archive(closed, w.store.clone(), failures.clone());
-        let receipt_files = write_receipts(ig.receipts, chunk, w.store.clone(), failures.clone());
-        let mut files = archive_files.concat(receipt_files).concat(audit_files);
+        let m = w.metrics.clone();
+        let receipts = ig.receipts.inspect(move |r| {
+            if let Some(m) = &m {
+                m.receipt(r);
+            }
+        });
+        let receipt_files = write_receipts(receipts, chunk, w.store.clone(), failures.clone());
+        let m = w.metrics.clone();
+        let mut files = archive_files
+            .concat(receipt_files)
+            .concat(audit_files)
+            .inspect(move |f| {
+                if let Some(m) = &m {
+                    m.file(f);
+                }
+            });
         if let Some(p) = &w.producer {
             files = files.produce_to(p.clone(), failures.clone(), file_pointer);
         }
@@ -243,7 +276,11 @@ pub fn build(worker: &mut Worker, w: &Wiring) {
             failures.clone(),
         );
         let sink = w.events.clone();
+        let m = w.metrics.clone();
         let on_commit = Arc::new(move |e: CommitEvent| {
+            if let (Some(m), CommitEvent::Committed(_)) = (&m, &e) {
+                m.commit();
+            }
             if let Ok(mut g) = sink.lock() {
                 g.push(e);
             }

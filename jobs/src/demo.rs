@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use tidemark_sinks::WriteOnceStore;
 use tidemark_sources::{KafkaEnd, KafkaSource, KafkaStart};
 
-use crate::broker::{ensure_topics, topic_layout, topics, LocalBroker, Storage};
+use crate::broker::{ensure_topics, topics, LocalBroker, Storage};
 use crate::config::{self, Profile};
 use crate::kafka::{produce_world, read_topic, world_counts};
 use crate::publish::DecisionMessage;
@@ -308,7 +308,7 @@ pub fn kafka_demo(
         root.join("broker.log").display()
     );
     let conn = profile.kafka_conn(Some(&broker.addr()));
-    ensure_topics(&conn, &topic_layout(&profile))?;
+    ensure_topics(&conn, &profile)?;
     let cfg = WorldConfig {
         events,
         partitions: profile.wiring.ingress_partitions,
@@ -330,7 +330,7 @@ pub fn kafka_demo(
             let mut truth = std::io::BufWriter::new(std::fs::File::create(&truth_csv)?);
             writeln!(truth, "event_id,pattern")?;
             let t0 = Instant::now();
-            let stats = produce_world(&conn, &cfg, true, &mut |id, p| {
+            let stats = produce_world(&conn, &cfg, true, None, &mut |id, p| {
                 let _ = writeln!(truth, "{id},{}", p.as_str());
             })?;
             truth.flush()?;
@@ -347,7 +347,9 @@ pub fn kafka_demo(
     // streams in, stopped with SIGTERM half-way.
     let total: u64 = ends.values().sum();
     let exe = std::env::current_exe().context("cannot find the tidemark binary")?;
+    let metrics_addr = format!("127.0.0.1:{}", crate::broker::free_port()?);
     let mut child = std::process::Command::new(exe)
+        .env("TIDEMARK__WIRING__METRICS_ADDR", &metrics_addr)
         .args(["run", "--until", "none", "-w", &workers.to_string()])
         .args(["--profile", profile_arg, "--brokers", &conn.brokers])
         .arg("--data")
@@ -368,6 +370,7 @@ pub fn kafka_demo(
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    show_metrics(&metrics_addr);
     println!(
         "demo: SIGTERM to the online run (pid {}) with half the world sent",
         child.id()
@@ -469,6 +472,30 @@ pub fn demo_root(dir: Option<PathBuf>) -> Result<(PathBuf, Option<tempfile::Temp
         None => {
             let t = tempfile::tempdir()?;
             Ok((t.path().to_path_buf(), Some(t)))
+        }
+    }
+}
+
+/// Prints what an operator's scraper sees of the live run: readiness and a few metrics.
+fn show_metrics(addr: &str) {
+    use crate::metrics::{get, sample};
+    let (Ok((code, ready)), Ok((_, text))) = (get(addr, "/readyz"), get(addr, "/metrics")) else {
+        println!("demo: the run's metrics endpoint http://{addr} did not answer");
+        return;
+    };
+    let first = ready.lines().next().unwrap_or_default();
+    println!("demo: GET http://{addr}/readyz -> {code} {first}");
+    for (name, labels) in [
+        (
+            "tidemark_ingress_records_total",
+            r#"status="ADMITTED",reason="""#,
+        ),
+        ("tidemark_decisions_total", r#"decision="ALLOW""#),
+        ("tidemark_ingress_consumer_lag", r#"partition="0""#),
+        ("tidemark_decision_latency_seconds_count", ""),
+    ] {
+        if let Some(v) = sample(&text, name, labels) {
+            println!("demo:   {name}{{{labels}}} {v}");
         }
     }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use tidemark_dataflows::ig::Keyring;
 use tidemark_operators::RawRecord;
 use tidemark_sinks::kafka::KafkaProducer;
 use tidemark_sources::{
@@ -20,7 +21,14 @@ use crate::world::{generate, KafkaWorldSink, Pattern, RecordSink, WorldConfig, W
 pub fn world_counts(cfg: &WorldConfig) -> Result<BTreeMap<u32, u64>> {
     struct Count(BTreeMap<u32, u64>);
     impl RecordSink for Count {
-        fn write(&mut self, p: u32, _k: &[u8], _ts: u64, _v: &[u8]) -> std::io::Result<()> {
+        fn write(
+            &mut self,
+            p: u32,
+            _k: &[u8],
+            _ts: u64,
+            _v: &[u8],
+            _by: &str,
+        ) -> std::io::Result<()> {
             *self.0.entry(p).or_default() += 1;
             Ok(())
         }
@@ -34,11 +42,13 @@ pub fn world_counts(cfg: &WorldConfig) -> Result<BTreeMap<u32, u64>> {
 }
 
 /// Produces the world `cfg` into the ingress topic. `paced`: each record is sent when the wall
-/// clock reaches its record timestamp (give the world a `start_ms` of "now").
+/// clock reaches its record timestamp (give the world a `start_ms` of "now"). With `keys`,
+/// every record is signed by the key of the producer it names.
 pub fn produce_world(
     conn: &KafkaConn,
     cfg: &WorldConfig,
     paced: bool,
+    keys: Option<Arc<Keyring>>,
     truth: &mut dyn FnMut(&str, Pattern),
 ) -> Result<WorldStats> {
     let parts = KafkaSource::new(
@@ -56,7 +66,7 @@ pub fn produce_world(
         );
     }
     let producer = Arc::new(KafkaProducer::new(&conn.client_config())?);
-    let mut sink = KafkaWorldSink::new(producer, topics::INGRESS, paced);
+    let mut sink = KafkaWorldSink::new(producer, topics::INGRESS, paced).signing(keys);
     generate(cfg, &mut sink, truth).context("producing the world to Kafka")
 }
 

@@ -17,6 +17,7 @@
 //! - [`gov`]: governance facts under `gov/` and on the control topic.
 //! - [`govcli`]: the `backfill` and `gov` subcommands.
 //! - [`progress`]: progress bars (terminal) or plain progress lines.
+//! - [`metrics`]: Prometheus metrics and the `/healthz`, `/readyz` endpoints of `run`.
 
 pub mod backfill;
 pub mod broker;
@@ -27,6 +28,7 @@ pub mod demo;
 pub mod gov;
 pub mod govcli;
 pub mod kafka;
+pub mod metrics;
 pub mod progress;
 pub mod publish;
 pub mod replay;

@@ -334,7 +334,8 @@ fn real_main() -> Result<()> {
                     cfg.follow_up_scale = 0.01;
                 }
                 let t0 = Instant::now();
-                let stats = produce_world(&conn, &cfg, live.is_some(), &mut |_, _| {})?;
+                let keys = config::signing_keys(&p)?;
+                let stats = produce_world(&conn, &cfg, live.is_some(), keys, &mut |_, _| {})?;
                 println!(
                     "world: {} records into {} at {} ({:.0} records/s)",
                     stats.records,
@@ -393,12 +394,20 @@ fn real_main() -> Result<()> {
                 signal_hook::flag::register(sig, stop.clone())
                     .context("cannot install the signal handler")?;
             }
+            let served = tidemark_jobs::metrics::start(&p, cluster.process, &ingress)?;
+            if let Some((_, endpoint)) = &served {
+                eprintln!(
+                    "run: metrics on http://{}/metrics (health: /healthz, /readyz)",
+                    endpoint.addr
+                );
+            }
             let opts = RunOptions {
                 cluster,
                 decisions: true,
                 publish,
                 stop,
                 cold_start,
+                metrics: served.as_ref().map(|(m, _)| m.clone()),
                 ..RunOptions::threads(1)
             };
             match run_with(&p, &ingress, &data, &opts)? {
@@ -502,7 +511,7 @@ fn broker_cmd(cmd: BrokerCmd) -> Result<()> {
             let b = LocalBroker::start(port, storage, &state.join("broker.log"))?;
             let addr = b.addr();
             let conn = p.kafka_conn(Some(&addr));
-            if let Err(e) = ensure_topics(&conn, &topic_layout(&p)) {
+            if let Err(e) = ensure_topics(&conn, &p) {
                 drop(b);
                 return Err(e);
             }
@@ -534,7 +543,7 @@ fn broker_cmd(cmd: BrokerCmd) -> Result<()> {
         BrokerCmd::Topics { profile, brokers } => {
             let p = config::load(&profile)?;
             let conn = p.kafka_conn(brokers.as_deref());
-            ensure_topics(&conn, &topic_layout(&p))?;
+            ensure_topics(&conn, &p)?;
             for (t, n) in topic_layout(&p) {
                 println!("{t}: {n} partitions on {}", conn.brokers);
             }

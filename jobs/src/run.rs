@@ -174,6 +174,8 @@ pub struct RunOptions {
     pub cold_start: bool,
     /// How long a graceful stop waits for the last commit.
     pub stop_grace: Duration,
+    /// Metrics to fill (the CLI serves them on `wiring.metrics_addr`).
+    pub metrics: Option<crate::metrics::Metrics>,
 }
 
 impl RunOptions {
@@ -186,6 +188,7 @@ impl RunOptions {
             stop: Arc::default(),
             cold_start: false,
             stop_grace: Duration::from_secs(60),
+            metrics: None,
         }
     }
 }
@@ -537,6 +540,9 @@ pub fn run_with(
         );
     }
     let src = ingress.open()?;
+    // Producer keys come from the environment; a listed key that is missing stops the run
+    // before it writes anything.
+    let keys = crate::config::signing_keys(profile)?;
     if opts.cluster.process == 0 {
         // SPEC §11: the first run under a policy revision records (and publishes) it, once
         // the ingress is known to be reachable and before the genesis commit takes its marks.
@@ -606,7 +612,15 @@ pub fn run_with(
         stats: stats.clone(),
         latency: latency.clone(),
         events: events.clone(),
+        keys,
+        metrics: opts.metrics.clone(),
     };
+    if let Some(m) = &opts.metrics {
+        m.set_failures(failures.clone());
+        if let Some(p) = &producer {
+            m.set_producer(p.clone());
+        }
+    }
     let guards = {
         let (wiring, halt) = (Arc::new(wiring), halt.clone());
         timely::execute(opts.cluster.config(), move |worker| {

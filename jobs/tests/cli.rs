@@ -2,8 +2,11 @@
 
 use std::process::Command;
 
+/// The CLI, its metrics endpoint on an ephemeral loopback port (tests run many at once).
 fn tidemark() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tidemark"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tidemark"));
+    c.env("TIDEMARK__WIRING__METRICS_ADDR", "127.0.0.1:0");
+    c
 }
 
 fn run_ok(cmd: &mut Command) -> String {

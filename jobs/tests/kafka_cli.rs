@@ -5,12 +5,15 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use tidemark_jobs::broker::{ensure_topics, free_port, topic_layout, LocalBroker, Storage};
+use tidemark_jobs::broker::{ensure_topics, free_port, LocalBroker, Storage};
 use tidemark_jobs::config;
 use tidemark_jobs::world::WorldConfig;
 
+/// The CLI, its metrics endpoint on an ephemeral loopback port (tests run many at once).
 fn tidemark() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tidemark"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tidemark"));
+    c.env("TIDEMARK__WIRING__METRICS_ADDR", "127.0.0.1:0");
+    c
 }
 
 fn text(out: &Output) -> String {
@@ -118,14 +121,14 @@ fn two_processes_equal_one_process() {
     let b = broker(tmp.path());
     let profile = config::load("local").unwrap();
     let conn = profile.kafka_conn(Some(&b.addr()));
-    ensure_topics(&conn, &topic_layout(&profile)).unwrap();
+    ensure_topics(&conn, &profile).unwrap();
     let cfg = WorldConfig {
         events: 15_000,
         seed: 11,
         bad_rate: 0.02,
         ..Default::default()
     };
-    tidemark_jobs::kafka::produce_world(&conn, &cfg, false, &mut |_, _| {}).unwrap();
+    tidemark_jobs::kafka::produce_world(&conn, &cfg, false, None, &mut |_, _| {}).unwrap();
 
     let one = tmp.path().join("one");
     let out = tidemark()

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use tidemark_jobs::broker::{ensure_topics, free_port, topic_layout, topics, LocalBroker, Storage};
+use tidemark_jobs::broker::{ensure_topics, free_port, topics, LocalBroker, Storage};
 use tidemark_jobs::config;
 use tidemark_jobs::demo::{audit_rows, decisions_from_topic};
 use tidemark_jobs::kafka::{produce_world, read_topic};
@@ -32,8 +32,11 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The CLI, its metrics endpoint on an ephemeral loopback port (tests run many at once).
 fn tidemark() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tidemark"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tidemark"));
+    c.env("TIDEMARK__WIRING__METRICS_ADDR", "127.0.0.1:0");
+    c
 }
 
 fn text(out: &Output) -> String {
@@ -59,7 +62,7 @@ impl Env {
         .unwrap_or_else(|e| panic!("cannot start the local broker: {e:#}"));
         let profile = config::load(PROFILE).unwrap();
         let conn = profile.kafka_conn(Some(&broker.addr()));
-        ensure_topics(&conn, &topic_layout(&profile)).unwrap();
+        ensure_topics(&conn, &profile).unwrap();
         let world = WorldConfig {
             events,
             seed,
@@ -68,7 +71,7 @@ impl Env {
             rate_per_sec: 20.0,
             ..Default::default()
         };
-        produce_world(&conn, &world, false, &mut |_, _| {}).unwrap();
+        produce_world(&conn, &world, false, None, &mut |_, _| {}).unwrap();
         Env { broker, conn, dir }
     }
 
@@ -628,7 +631,7 @@ fn live_decisions_come_within_allowed_lateness_plus_one_second() {
     };
     let conn = env.conn.clone();
     let producer = std::thread::spawn(move || {
-        produce_world(&conn, &world, true, &mut |_, _| {}).unwrap();
+        produce_world(&conn, &world, true, None, &mut |_, _| {}).unwrap();
     });
     std::thread::sleep(Duration::from_secs(14));
     signal(&children, libc::SIGTERM);

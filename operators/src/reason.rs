@@ -12,17 +12,24 @@ pub enum ReasonCode {
     MissingField,
     /// A field has the wrong JSON type or an invalid format.
     BadType,
+    /// A well-typed value outside its rule (amount range, ISO-4217 currency, ISO-3166 country,
+    /// IP address, id length and characters).
+    BadValue,
     /// `event_type` is not one tidemark knows.
     UnknownEventType,
     /// `schema_version` is not supported for this event type by the policy.
     UnsupportedSchemaVersion,
     /// The producer is not on the policy's allowlist for this event type.
     ProducerNotAllowed,
+    /// The policy requires a producer signature and the record's is missing, names an unknown
+    /// key, does not verify, belongs to another producer, or was made outside the allowed skew.
+    BadSignature,
     /// The raw record exceeds the policy's size limit.
     PayloadTooLarge,
     /// The event time is below the watermark and the late policy quarantines.
     LateEvent,
-    /// The event time is ahead of the record timestamp by more than `max_future_skew`.
+    /// The event time is ahead of the record timestamp by more than `max_future_skew`, or behind
+    /// it by more than `max_past_skew`.
     ClockSkew,
     /// Another record with the same event_id was seen within the dedup window.
     Duplicate,
@@ -30,13 +37,15 @@ pub enum ReasonCode {
 
 impl ReasonCode {
     /// Every reason code, in documentation order.
-    pub const ALL: [ReasonCode; 10] = [
+    pub const ALL: [ReasonCode; 12] = [
         ReasonCode::MalformedJson,
         ReasonCode::MissingField,
         ReasonCode::BadType,
+        ReasonCode::BadValue,
         ReasonCode::UnknownEventType,
         ReasonCode::UnsupportedSchemaVersion,
         ReasonCode::ProducerNotAllowed,
+        ReasonCode::BadSignature,
         ReasonCode::PayloadTooLarge,
         ReasonCode::LateEvent,
         ReasonCode::ClockSkew,
@@ -49,9 +58,11 @@ impl ReasonCode {
             ReasonCode::MalformedJson => "MALFORMED_JSON",
             ReasonCode::MissingField => "MISSING_FIELD",
             ReasonCode::BadType => "BAD_TYPE",
+            ReasonCode::BadValue => "BAD_VALUE",
             ReasonCode::UnknownEventType => "UNKNOWN_EVENT_TYPE",
             ReasonCode::UnsupportedSchemaVersion => "UNSUPPORTED_SCHEMA_VERSION",
             ReasonCode::ProducerNotAllowed => "PRODUCER_NOT_ALLOWED",
+            ReasonCode::BadSignature => "BAD_SIGNATURE",
             ReasonCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ReasonCode::LateEvent => "LATE_EVENT",
             ReasonCode::ClockSkew => "CLOCK_SKEW",

@@ -22,6 +22,9 @@ pub struct RawRecord {
     pub record_ts: u64,
     /// The raw value bytes exactly as produced.
     pub bytes: Vec<u8>,
+    /// Record headers (name, value) in the order the producer sent them; empty for file logs.
+    #[serde(default)]
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 /// The offset range of one partition that a run consumed: `[start, end)`.

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 use timely::dataflow::operators::Inspect;
@@ -32,6 +33,7 @@ struct Retry {
     key: Vec<u8>,
     payload: Vec<u8>,
     timestamp: Option<i64>,
+    headers: Option<OwnedHeaders>,
     attempt: u32,
 }
 
@@ -40,6 +42,8 @@ struct Retry {
 #[derive(Default)]
 pub struct Shared {
     delivered: AtomicU64,
+    /// When the last acknowledgement arrived.
+    last_ack: Mutex<Option<Instant>>,
     failed: AtomicU64,
     retried: AtomicU64,
     first_error: Mutex<Option<String>>,
@@ -76,6 +80,9 @@ impl ProducerContext for DeliveryCounter {
         match result {
             Ok(_) => {
                 this.delivered.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut t) = this.last_ack.lock() {
+                    *t = Some(Instant::now());
+                }
             }
             Err((e, msg)) if !final_error(e) && *attempt < MAX_ATTEMPTS => {
                 this.retried.fetch_add(1, Ordering::Relaxed);
@@ -91,6 +98,7 @@ impl ProducerContext for DeliveryCounter {
                         key: msg.key().unwrap_or_default().to_vec(),
                         payload: msg.payload().unwrap_or_default().to_vec(),
                         timestamp: msg.timestamp().to_millis(),
+                        headers: msg.headers().map(|h| h.detach()),
                         attempt: *attempt + 1,
                     });
                 }
@@ -125,6 +133,7 @@ pub struct KafkaProducer {
     /// of them again is skipped, once.
     skip: Mutex<std::collections::HashSet<u128>>,
     skipped: AtomicU64,
+    created: Instant,
 }
 
 /// The identity of an output record: topic, key and payload. Output records are deterministic,
@@ -144,6 +153,8 @@ pub struct Delivered {
     pub retried: u64,
     /// Records not sent because they were already on their topic (a resumed run).
     pub skipped: u64,
+    /// Records whose delivery failed for good (the run fails).
+    pub failed: u64,
 }
 
 impl KafkaProducer {
@@ -168,6 +179,7 @@ impl KafkaProducer {
             sent: AtomicU64::new(0),
             skip: Mutex::new(std::collections::HashSet::new()),
             skipped: AtomicU64::new(0),
+            created: Instant::now(),
         })
     }
 
@@ -207,6 +219,19 @@ impl KafkaProducer {
         payload: &[u8],
         timestamp: Option<i64>,
     ) -> Result<(), SinkError> {
+        self.send_with_headers(topic, partition, key, payload, timestamp, &[])
+    }
+
+    /// [`KafkaProducer::send`] with record headers (name, value), e.g. a producer signature.
+    pub fn send_with_headers(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        payload: &[u8],
+        timestamp: Option<i64>,
+        headers: &[(String, Vec<u8>)],
+    ) -> Result<(), SinkError> {
         if let Ok(mut g) = self.skip.lock() {
             if !g.is_empty() && g.remove(&record_identity(topic, key, payload)) {
                 self.skipped.fetch_add(1, Ordering::Relaxed);
@@ -214,7 +239,15 @@ impl KafkaProducer {
             }
         }
         self.resend_rejected()?;
-        self.send_attempt(topic, partition, key, payload, timestamp, 0)?;
+        let headers = (!headers.is_empty()).then(|| {
+            headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+                h.insert(Header {
+                    key: k,
+                    value: Some(v),
+                })
+            })
+        });
+        self.send_attempt(topic, partition, key, payload, timestamp, headers, 0)?;
         self.sent.fetch_add(1, Ordering::Relaxed);
         tidemark_operators::failpoint::hit("after-produce");
         Ok(())
@@ -236,19 +269,23 @@ impl KafkaProducer {
         if let Ok(mut r) = self.retired.lock() {
             r.push(old);
         }
-        for r in &batch {
+        let n = batch.len();
+        for r in batch {
             self.send_attempt(
                 &r.topic,
                 r.partition,
                 &r.key,
                 &r.payload,
                 r.timestamp,
+                r.headers,
                 r.attempt,
             )?;
         }
-        Ok(batch.len())
+        Ok(n)
     }
 
+    // One record's parts, borrowed from the hot path's caller: a struct would copy them.
+    #[allow(clippy::too_many_arguments)]
     fn send_attempt(
         &self,
         topic: &str,
@@ -256,11 +293,15 @@ impl KafkaProducer {
         key: &[u8],
         payload: &[u8],
         timestamp: Option<i64>,
+        headers: Option<OwnedHeaders>,
         attempt: u32,
     ) -> Result<(), SinkError> {
         let mut rec = BaseRecord::with_opaque_to(topic, Box::new(attempt))
             .key(key)
             .payload(payload);
+        if let Some(h) = headers {
+            rec = rec.headers(h);
+        }
         if let Some(ts) = timestamp {
             rec = rec.timestamp(ts);
         }
@@ -322,20 +363,37 @@ impl KafkaProducer {
     /// record was not delivered.
     pub fn finish(&self, timeout: Duration) -> Result<Delivered, SinkError> {
         self.flush(timeout)?;
-        let ctx = &self.shared;
         let sent = self.sent.load(Ordering::Relaxed);
-        let delivered = ctx.delivered.load(Ordering::Relaxed);
+        let delivered = self.shared.delivered.load(Ordering::Relaxed);
         if delivered != sent {
             return Err(SinkError::Kafka(format!(
                 "{delivered} of {sent} records acknowledged after flush"
             )));
         }
-        Ok(Delivered {
-            sent,
-            delivered,
+        Ok(self.counts())
+    }
+
+    /// The counters so far.
+    pub fn counts(&self) -> Delivered {
+        let ctx = &self.shared;
+        Delivered {
+            sent: self.sent.load(Ordering::Relaxed),
+            delivered: ctx.delivered.load(Ordering::Relaxed),
             retried: ctx.retried.load(Ordering::Relaxed),
             skipped: self.skipped(),
-        })
+            failed: ctx.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The counters, and — while records are unacknowledged — how long since the last
+    /// acknowledgement (or since the producer was created, if none came yet).
+    pub fn progress(&self) -> (Delivered, Option<Duration>) {
+        let c = self.counts();
+        let stalled = (c.sent > c.delivered).then(|| {
+            let last = self.shared.last_ack.lock().ok().and_then(|t| *t);
+            last.unwrap_or(self.created).elapsed()
+        });
+        (c, stalled)
     }
 }
 

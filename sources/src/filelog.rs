@@ -198,6 +198,7 @@ impl PartitionReader for FilePartitionReader {
                 },
                 record_ts,
                 bytes,
+                headers: Vec::new(),
             });
             self.next_offset += 1;
         }

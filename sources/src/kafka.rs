@@ -338,6 +338,7 @@ impl PartitionReader for KafkaReader {
                         },
                         record_ts,
                         bytes: msg.payload().unwrap_or_default().to_vec(),
+                        headers: record_headers(&msg),
                     });
                     self.next = off + 1;
                     got += 1;
@@ -387,4 +388,14 @@ fn is_fatal(e: &KafkaError) -> bool {
                 | C::UnknownTopic
         )
     )
+}
+
+/// A Kafka message's headers as (name, value) pairs; a header without a value reads as empty.
+fn record_headers(msg: &rdkafka::message::BorrowedMessage<'_>) -> Vec<(String, Vec<u8>)> {
+    use rdkafka::message::{Headers, Message};
+    msg.headers().map_or_else(Vec::new, |h| {
+        h.iter()
+            .map(|x| (x.key.to_owned(), x.value.unwrap_or_default().to_vec()))
+            .collect()
+    })
 }

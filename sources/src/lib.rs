@@ -25,6 +25,6 @@ pub use filelog::FileLog;
 pub use kafka::{KafkaConn, KafkaEnd, KafkaSource, KafkaStart};
 pub use source::{
     ingress_source, BoundaryHook, CommitPart, IdleEntry, IdleJournal, OutputMark, PartitionBasis,
-    PartitionReader, PartitionResume, PartitionedSource, PollHook, ReadStatus, SourceEvent,
-    SourceOptions, SourceResume,
+    PartitionReader, PartitionResume, PartitionedSource, PollHook, ProgressHook, ReadStatus,
+    SourceEvent, SourceOptions, SourceResume,
 };

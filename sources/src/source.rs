@@ -99,6 +99,9 @@ pub type BoundaryHook = Arc<dyn Fn(LogicalTime) -> Result<Vec<OutputMark>, Strin
 /// latency probes; nothing it observes reaches an output).
 pub type PollHook = Arc<dyn Fn(u32, u64, u64) + Send + Sync>;
 
+/// See [`SourceOptions::on_progress`].
+pub type ProgressHook = Arc<dyn Fn(&[(u32, u64, LogicalTime)], LogicalTime) + Send + Sync>;
+
 /// State a resumed run starts its partitions from.
 #[derive(Clone, Debug, Default)]
 pub struct SourceResume {
@@ -134,6 +137,9 @@ pub struct SourceOptions {
     pub on_boundary: Option<BoundaryHook>,
     /// Called with every polled batch's offsets.
     pub on_poll: Option<PollHook>,
+    /// Called after every activation with each assigned partition's (partition, next offset,
+    /// watermark) and the worker frontier (metrics).
+    pub on_progress: Option<ProgressHook>,
 }
 
 impl SourceOptions {
@@ -151,6 +157,7 @@ impl SourceOptions {
             journal: None,
             on_boundary: None,
             on_poll: None,
+            on_progress: None,
         }
     }
 }
@@ -357,7 +364,19 @@ where
                         proposed = Some(m);
                     }
                 }
-                match clock.advance() {
+                let advanced = clock.advance();
+                if let Some(hook) = &opts.on_progress {
+                    let parts: Vec<(u32, u64, LogicalTime)> = assigned
+                        .iter()
+                        .map(|a| {
+                            let p = a.reader.partition();
+                            let w = clock.partition(p).map_or(0, |c| c.stamp_watermark());
+                            (p, a.reader.next_offset(), w)
+                        })
+                        .collect();
+                    hook(&parts, clock.floor());
+                }
+                match advanced {
                     Some((f, raises)) => {
                         if !raises.is_empty() {
                             if let Some(journal) = &opts.journal {

@@ -153,8 +153,7 @@ impl KafkaFixture {
         .unwrap_or_else(|e| panic!("cannot start the local broker: {e:#}"));
         let profile = tidemark_jobs::config::load("local").expect("local profile");
         let conn = profile.kafka_conn(Some(&broker.addr()));
-        tidemark_jobs::broker::ensure_topics(&conn, &tidemark_jobs::broker::topic_layout(&profile))
-            .expect("create topics");
+        tidemark_jobs::broker::ensure_topics(&conn, &profile).expect("create topics");
         KafkaFixture {
             broker,
             conn,
@@ -165,7 +164,7 @@ impl KafkaFixture {
 
     /// Produces the world `cfg` (unpaced) into the ingress topic.
     pub fn produce(&self, cfg: &WorldConfig) {
-        tidemark_jobs::kafka::produce_world(&self.conn, cfg, false, &mut |_, _| {})
+        tidemark_jobs::kafka::produce_world(&self.conn, cfg, false, None, &mut |_, _| {})
             .expect("produce world");
     }
 

@@ -40,11 +40,26 @@ fn every_profile_parses_and_has_the_same_semantics() {
     patched.source = local.source.clone();
     assert_eq!(patched, local);
     assert_ne!(low.policy_rev(), local.policy_rev());
-    // Deployment profiles differ in wiring only: policy sections (and so policy_rev) are
-    // identical.
+    // Deployment profiles differ in wiring only, except that `dev` and `prod` require producer
+    // signatures and `local` does not: with signing off, the policy sections (and so
+    // policy_rev) are identical.
     seen.retain(|(n, _)| n != "lowlatency");
-    let revs: Vec<String> = seen.iter().map(|(_, p)| p.policy_rev()).collect();
+    for (name, p) in &seen {
+        assert_eq!(p.ig.signing.required, name != "local", "{name}");
+    }
+    let revs: Vec<String> = seen
+        .iter()
+        .map(|(_, p)| {
+            let mut p = p.clone();
+            p.ig.signing = local.ig.signing.clone();
+            p.policy_rev()
+        })
+        .collect();
     assert!(revs.windows(2).all(|w| w[0] == w[1]), "{revs:?}");
+    let dev = seen.iter().find(|(n, _)| n == "dev").unwrap();
+    let prod = seen.iter().find(|(n, _)| n == "prod").unwrap();
+    assert_eq!(dev.1.policy_rev(), prod.1.policy_rev());
+    assert_ne!(dev.1.policy_rev(), local.policy_rev());
     // The embedded copies match the files.
     for (name, text) in config::EMBEDDED {
         let on_disk = std::fs::read_to_string(profiles_dir().join(format!("{name}.toml"))).unwrap();

@@ -124,6 +124,83 @@ fn bad_type() {
 }
 
 #[test]
+fn malformed_json_duplicate_keys() {
+    // A second `producer` key: plain JSON parsers keep the last one (a spoofing path).
+    let body = String::from_utf8(edit(|_| {})).unwrap();
+    let dup = format!(r#"{{"producer":"degrade-ladder",{}"#, &body[1..]);
+    let r = second(&Profile::default(), dup.into_bytes());
+    assert_reason(&r, "MALFORMED_JSON");
+    assert!(r.detail.contains("duplicate key"), "{r:?}");
+    let nested = body.replacen(
+        r#""currency":"EUR""#,
+        r#""currency":"EUR","currency":"EUR""#,
+        1,
+    );
+    assert_reason(
+        &second(&Profile::default(), nested.into_bytes()),
+        "MALFORMED_JSON",
+    );
+}
+
+#[test]
+fn bad_value() {
+    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+        (
+            "payload.amount_minor",
+            Box::new(|v| v["payload"]["amount_minor"] = json!(-5)),
+        ),
+        (
+            "payload.amount_minor",
+            Box::new(|v| v["payload"]["amount_minor"] = json!(10_000_000_001i64)),
+        ),
+        (
+            "payload.currency",
+            Box::new(|v| v["payload"]["currency"] = json!("NOTACURRENCY")),
+        ),
+        (
+            "payload.country",
+            Box::new(|v| v["payload"]["country"] = json!("")),
+        ),
+        (
+            "payload.ip",
+            Box::new(|v| v["payload"]["ip"] = json!("999.999.1.1")),
+        ),
+        (
+            "payload.account_id",
+            Box::new(|v| v["payload"]["account_id"] = json!("a".repeat(129))),
+        ),
+        (
+            "payload.card_id",
+            Box::new(|v| v["payload"]["card_id"] = json!("c\u{0}1")),
+        ),
+        (
+            "payload.device_id",
+            Box::new(|v| v["payload"]["device_id"] = json!("d\u{202E}1")),
+        ),
+        ("event_id", Box::new(|v| v["event_id"] = json!(""))),
+        (
+            "trace_id",
+            Box::new(|v| v["trace_id"] = json!("x".repeat(200))),
+        ),
+    ];
+    for (field, f) in cases {
+        let r = second(&Profile::default(), edit(f));
+        assert_reason(&r, "BAD_VALUE");
+        assert!(r.detail.starts_with(field), "{field}: {r:?}");
+    }
+    // The policy maximum is a setting; the boundary itself is admitted.
+    // (The first, good record of `second` has amount 1234.)
+    let mut p = Profile::default();
+    p.ig.max_amount_minor = 1_234;
+    assert_reason(
+        &second(&p, edit(|v| v["payload"]["amount_minor"] = json!(1_235))),
+        "BAD_VALUE",
+    );
+    let ok = second(&p, edit(|v| v["payload"]["amount_minor"] = json!(1_234)));
+    assert_eq!(ok.status, ReceiptStatus::Admitted, "{ok:?}");
+}
+
+#[test]
 fn unknown_event_type() {
     assert_reason(
         &second(
@@ -184,6 +261,26 @@ fn clock_skew() {
     // Event time 10 minutes after its record timestamp (max_future_skew = 5m).
     let skewed = bytes(&txn("skew", T0 + 1_000 + 600_000));
     assert_reason(&second(&Profile::default(), skewed), "CLOCK_SKEW");
+    // Two hours before its record timestamp (max_past_skew = 1h).
+    let behind = bytes(&txn("behind", T0 + 1_000 - 7_200_000));
+    let r = second(&Profile::default(), behind);
+    assert_reason(&r, "CLOCK_SKEW");
+    assert!(r.detail.contains("behind"), "{r:?}");
+}
+
+#[test]
+fn a_record_ahead_of_its_record_timestamp_cannot_make_later_records_late() {
+    // Admitted at its event time (4m50s ahead, within max_future_skew), but the watermark
+    // only follows it as far as its record timestamp: the next valid record is on time.
+    let ahead = bytes(&txn("ahead", T0 + 290_000));
+    let next = bytes(&txn("next", T0 + 500));
+    let (r, _tmp) = run_records(
+        &Profile::default(),
+        vec![vec![(T0, ahead), (T0 + 1_000, next)]],
+    );
+    assert_eq!(r[0].status, ReceiptStatus::Admitted, "{:?}", r[0]);
+    assert_eq!(r[0].logical_time, Some(T0 + 290_000));
+    assert_eq!(r[1].status, ReceiptStatus::Admitted, "{:?}", r[1]);
 }
 
 #[test]

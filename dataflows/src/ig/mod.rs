@@ -8,6 +8,7 @@
 //!    the admitted stream and exactly one [`Receipt`] per ingress record.
 
 mod policy;
+pub mod signing;
 
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ use crate::envelope::{validate, Rejection};
 use tidemark_operators::ReasonCode;
 
 pub use policy::{IgPolicy, LatePolicy};
+pub use signing::{Keyring, SigningPolicy};
 
 /// What the stamper emits per record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +42,7 @@ pub enum IgItem {
 pub struct IgStamper {
     policy: Arc<IgPolicy>,
     policy_rev: Arc<str>,
+    keys: Option<Arc<Keyring>>,
 }
 
 impl IgStamper {
@@ -48,7 +51,32 @@ impl IgStamper {
         IgStamper {
             policy,
             policy_rev: policy_rev.into(),
+            keys: None,
         }
+    }
+
+    /// Verifies producer signatures with `keys` where the policy requires them.
+    pub fn with_keys(mut self, keys: Arc<Keyring>) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// Where signing is required: `Ok(Some(producer))` of the verifying key, or the
+    /// `BAD_SIGNATURE` rejection. Records over the size limit are left to `validate`.
+    fn signer(&self, rec: &RawRecord) -> Result<Option<String>, Rejection> {
+        let signing = &self.policy.signing;
+        if !signing.required || rec.bytes.len() > self.policy.max_record_bytes {
+            return Ok(None);
+        }
+        let skew = tidemark_operators::time::millis(signing.max_skew);
+        let verified = match &self.keys {
+            Some(keys) => keys.verify(rec, skew).map(str::to_owned),
+            None => Err("signing is required but this run holds no keys".to_owned()),
+        };
+        verified.map(Some).map_err(|detail| Rejection {
+            reason: ReasonCode::BadSignature,
+            detail,
+        })
     }
 
     fn quarantine(&self, rec: RawRecord, rej: Rejection, id: Option<(String, String)>) -> IgItem {
@@ -78,28 +106,37 @@ impl RecordStamper for IgStamper {
         clock: &mut PartitionClock,
         floor: LogicalTime,
     ) -> Stamped<IgItem> {
+        let signer = match self.signer(&rec) {
+            Ok(s) => s,
+            Err(rej) => return Stamped::Now(self.quarantine(rec, rej, None)),
+        };
         let v = match validate(&rec.bytes, &self.policy) {
             Ok(v) => v,
             Err(rej) => return Stamped::Now(self.quarantine(rec, rej, None)),
         };
         let id = Some((v.event_id.clone(), v.event_type.clone()));
-        let skew = tidemark_operators::time::millis(self.policy.max_future_skew);
-        if v.event_time > rec.record_ts.saturating_add(skew) {
-            let detail = format!(
-                "event time {} is {} ms ahead of record timestamp {} (max {skew})",
-                v.event_time,
-                v.event_time - rec.record_ts,
-                rec.record_ts
-            );
-            let rej = Rejection {
-                reason: ReasonCode::ClockSkew,
-                detail,
-            };
+        if let Some(signer) = signer {
+            let producer = v.object.get("producer").and_then(Value::as_str);
+            if producer != Some(signer.as_str()) {
+                let rej = Rejection {
+                    reason: ReasonCode::BadSignature,
+                    detail: format!(
+                        "signed with a key of {signer}, but the envelope names producer {}",
+                        producer.unwrap_or_default()
+                    ),
+                };
+                return Stamped::Now(self.quarantine(rec, rej, id));
+            }
+        }
+        if let Err(rej) = clock_skew(v.event_time, rec.record_ts, &self.policy) {
             return Stamped::Now(self.quarantine(rec, rej, id));
         }
         let watermark = clock.stamp_watermark().max(floor);
         let (logical_time, late_clamped) = if v.event_time >= watermark {
-            clock.observe(v.event_time);
+            // The watermark advances by the event time only as far as the record timestamp
+            // justifies: a record stamped ahead of its record timestamp (within the allowed
+            // skew) is admitted at its event time but cannot make later valid records late.
+            clock.observe(v.event_time.min(rec.record_ts));
             (v.event_time, false)
         } else {
             match self.policy.late_policy {
@@ -141,6 +178,30 @@ impl RecordStamper for IgStamper {
             }),
         )
     }
+}
+
+/// `CLOCK_SKEW` when the event time is more than `max_future_skew` ahead of the record
+/// timestamp or more than `max_past_skew` behind it.
+fn clock_skew(event_time: u64, record_ts: u64, policy: &IgPolicy) -> Result<(), Rejection> {
+    let ahead = tidemark_operators::time::millis(policy.max_future_skew);
+    let behind = tidemark_operators::time::millis(policy.max_past_skew);
+    let detail = if event_time > record_ts.saturating_add(ahead) {
+        format!(
+            "event time {event_time} is {} ms ahead of record timestamp {record_ts} (max {ahead})",
+            event_time - record_ts
+        )
+    } else if event_time < record_ts.saturating_sub(behind) {
+        format!(
+            "event time {event_time} is {} ms behind record timestamp {record_ts} (max {behind})",
+            record_ts - event_time
+        )
+    } else {
+        return Ok(());
+    };
+    Err(Rejection {
+        reason: ReasonCode::ClockSkew,
+        detail,
+    })
 }
 
 /// The outputs of the gate.

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::signing::SigningPolicy;
+
 /// What to do with a record whose event time is below its watermark.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -30,6 +32,12 @@ pub struct IgPolicy {
     /// Quarantine `CLOCK_SKEW` when event time > record timestamp + this. Default `5m`.
     #[serde(with = "humantime_serde")]
     pub max_future_skew: Duration,
+    /// Quarantine `CLOCK_SKEW` when event time < record timestamp - this. Default `1h`.
+    #[serde(with = "humantime_serde")]
+    pub max_past_skew: Duration,
+    /// The largest `amount_minor` admitted (`BAD_VALUE` above it or below 0).
+    /// Default 10_000_000_000 (100 million in a two-decimal currency).
+    pub max_amount_minor: i64,
     /// Dedup window over logical time. Default `24h`.
     #[serde(with = "humantime_serde")]
     pub dedup_window: Duration,
@@ -42,6 +50,8 @@ pub struct IgPolicy {
     pub schema_versions: Vec<i64>,
     /// Allowed producers per event type; an event type without an entry admits no producer.
     pub producers: BTreeMap<String, Vec<String>>,
+    /// Producer signatures (`[ig.signing]`); off by default.
+    pub signing: SigningPolicy,
 }
 
 impl Default for IgPolicy {
@@ -62,11 +72,14 @@ impl Default for IgPolicy {
             allowed_lateness: Duration::from_secs(5),
             late_policy: LatePolicy::Quarantine,
             max_future_skew: Duration::from_secs(300),
+            max_past_skew: Duration::from_secs(3600),
+            max_amount_minor: 10_000_000_000,
             dedup_window: Duration::from_secs(24 * 3600),
             idle_timeout: Duration::from_secs(30),
             max_record_bytes: 16 * 1024,
             schema_versions: vec![1],
             producers,
+            signing: SigningPolicy::default(),
         }
     }
 }

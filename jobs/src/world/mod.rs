@@ -22,11 +22,16 @@ pub use model::Pattern;
 use model::{Pending, World};
 pub use sink::{FileLogSink, KafkaWorldSink, NullSink, RecordSink};
 
-/// Kinds of injected bad input, one per IG reason code.
-pub const BAD_KINDS: [&str; 10] = [
+/// Kinds of injected bad input, one per IG reason code (`BAD_SIGNATURE` comes from signing,
+/// not from the generator). Several kinds have variants: `MALFORMED_JSON` is a truncated
+/// record or one with a duplicate `producer` key, `BAD_VALUE` breaks one value rule (amount,
+/// currency, country, IP, id length or characters), `CLOCK_SKEW` is far ahead of or far behind
+/// the record timestamp.
+pub const BAD_KINDS: [&str; 11] = [
     "MALFORMED_JSON",
     "MISSING_FIELD",
     "BAD_TYPE",
+    "BAD_VALUE",
     "UNKNOWN_EVENT_TYPE",
     "UNSUPPORTED_SCHEMA_VERSION",
     "PRODUCER_NOT_ALLOWED",
@@ -46,7 +51,7 @@ pub struct WorldConfig {
     /// Ingress partitions.
     pub partitions: u32,
     /// Fraction of records replaced by (or, for duplicates, followed by) bad input, spread
-    /// evenly over the ten kinds in [`BAD_KINDS`].
+    /// evenly over the kinds in [`BAD_KINDS`].
     pub bad_rate: f64,
     /// Simulated start time (epoch ms). Default 2026-01-01T00:00:00Z.
     pub start_ms: u64,
@@ -156,11 +161,11 @@ pub fn generate(
             truth,
             &mut pending,
         );
-        sink.write(r.partition, &r.key, r.record_ts, &buf)?;
+        sink.write(r.partition, &r.key, r.record_ts, &buf, r.producer)?;
         stats.records += 1;
         if let Some(resend_ts) = r.resend {
             if stats.records < cfg.events {
-                sink.write(r.partition, &r.key, resend_ts, &buf)?;
+                sink.write(r.partition, &r.key, resend_ts, &buf, r.producer)?;
                 stats.records += 1;
             }
         }

@@ -131,6 +131,9 @@ pub(crate) struct Rendered {
     /// The record key: `acct-<a>`, or the event type for events without an account.
     pub(crate) key: Vec<u8>,
     pub(crate) record_ts: u64,
+    /// The producer the record names (`""` when it names none): a signing sink signs with
+    /// that producer's key.
+    pub(crate) producer: &'static str,
     /// Record timestamp of an identical resend (injected DUPLICATE).
     pub(crate) resend: Option<u64>,
 }
@@ -441,7 +444,12 @@ impl World {
             Some("LATE_EVENT") => {
                 event_ms = ev.at.saturating_sub(rng.random_range(60_000..600_000))
             }
-            Some("CLOCK_SKEW") => event_ms = record_ts + rng.random_range(600_000..3_600_000),
+            Some("CLOCK_SKEW") if rng.random_bool(0.5) => {
+                event_ms = record_ts + rng.random_range(600_000..3_600_000)
+            }
+            Some("CLOCK_SKEW") => {
+                event_ms = record_ts.saturating_sub(rng.random_range(7_200_000..30 * 86_400_000))
+            }
             _ => {}
         }
         let (event_type, producer, account) = match &ev.kind {
@@ -486,11 +494,14 @@ impl World {
             Some("UNSUPPORTED_SCHEMA_VERSION") => o.int("schema_version", 7),
             _ => o.int("schema_version", 1),
         };
-        match bad_kind {
-            Some("MISSING_FIELD") => &mut o,
-            Some("PRODUCER_NOT_ALLOWED") => o.str("producer", "rogue-producer"),
-            _ => o.str("producer", producer),
+        let producer = match bad_kind {
+            Some("MISSING_FIELD") => "",
+            Some("PRODUCER_NOT_ALLOWED") => "rogue-producer",
+            _ => producer,
         };
+        if !producer.is_empty() {
+            o.str("producer", producer);
+        }
         o.str("scenario_id", &self.seed_tag);
         o.str("run_id", &self.seed_tag);
         o.id("trace_id", "tr-", seq);
@@ -591,9 +602,18 @@ impl World {
             p.close();
         });
         o.close();
-        if bad_kind == Some("MALFORMED_JSON") {
-            let cut = buf.len() / 2;
-            buf.truncate(cut);
+        match bad_kind {
+            Some("BAD_VALUE") => break_a_value(rng, &ev.kind, buf),
+            // The spoofing shape: a second `producer` key that plain JSON parsers resolve to
+            // whichever comes last.
+            Some("MALFORMED_JSON") if rng.random_bool(0.5) => {
+                buf.splice(1..1, br#""producer":"degrade-ladder","#.iter().copied());
+            }
+            Some("MALFORMED_JSON") => {
+                let cut = buf.len() / 2;
+                buf.truncate(cut);
+            }
+            _ => {}
         }
         // Bookkeeping: truth, labels.
         match &ev.kind {
@@ -670,9 +690,50 @@ impl World {
             key,
             partition: (key_hash % u64::from(cfg.partitions.max(1))) as u32,
             record_ts,
+            producer,
             resend: (bad_kind == Some("DUPLICATE")).then(|| record_ts + rng.random_range(1..5_000)),
         }
     }
+}
+
+/// Replaces one value of a rendered record with one that breaks its `BAD_VALUE` rule.
+fn break_a_value(rng: &mut ChaCha8Rng, kind: &Kind, buf: &mut Vec<u8>) {
+    let long_id = format!("\"{}\"", "a".repeat(200));
+    let faults: [(&str, &str); 10] = [
+        ("account_id", &long_id),
+        ("device_id", r#""dev-\u0000x""#),
+        ("account_id", "\"acct-\u{202E}1\""),
+        ("ip", r#""999.999.1.1""#),
+        ("amount_minor", "-5"),
+        ("amount_minor", "-9223372036854775808"),
+        ("amount_minor", "10000000001"),
+        ("currency", r#""NOTACURRENCY""#),
+        ("country", r#""""#),
+        ("country", r#""XX""#),
+    ];
+    // Which faults apply: profile changes have ids only, logins ids and an IP.
+    let n = match kind {
+        Kind::Txn { .. } => faults.len(),
+        Kind::Login { .. } => 4,
+        _ => 3,
+    };
+    let (key, value) = faults[rng.random_range(0..n)];
+    replace_value(buf, key, value.as_bytes());
+}
+
+/// Replaces the value of the first `"key":` in a generated record (whose values contain no
+/// `,` or `}`) with `value`.
+fn replace_value(buf: &mut Vec<u8>, key: &str, value: &[u8]) {
+    let pat = format!("\"{key}\":");
+    let Some(at) = buf.windows(pat.len()).position(|w| w == pat.as_bytes()) else {
+        return;
+    };
+    let start = at + pat.len();
+    let len = buf[start..]
+        .iter()
+        .position(|b| matches!(b, b',' | b'}'))
+        .unwrap_or(buf.len() - start);
+    buf.splice(start..start + len, value.iter().copied());
 }
 
 /// Writes `acct-<a>` into `s` and returns the used slice (the partition key).

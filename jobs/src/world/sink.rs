@@ -8,13 +8,15 @@ use tidemark_sources::filelog::partition_file_name;
 
 /// Receives generated ingress records.
 pub trait RecordSink {
-    /// Appends one record with `key` to `partition`.
+    /// Appends one record with `key` to `partition`; `producer` is the producer the record
+    /// names (`""` if none), whose key a signing sink uses.
     fn write(
         &mut self,
         partition: u32,
         key: &[u8],
         record_ts: u64,
         value: &[u8],
+        producer: &str,
     ) -> std::io::Result<()>;
     /// The generator's simulated clock reached `sim_ms` (monotone). A paced sink waits here
     /// until the wall clock catches up.
@@ -55,6 +57,7 @@ impl RecordSink for FileLogSink {
         _key: &[u8],
         record_ts: u64,
         value: &[u8],
+        _producer: &str,
     ) -> std::io::Result<()> {
         let n = self.files.len();
         let f = &mut self.files[partition as usize % n];
@@ -75,7 +78,14 @@ impl RecordSink for FileLogSink {
 pub struct NullSink(pub u64);
 
 impl RecordSink for NullSink {
-    fn write(&mut self, _p: u32, _key: &[u8], _ts: u64, value: &[u8]) -> std::io::Result<()> {
+    fn write(
+        &mut self,
+        _p: u32,
+        _k: &[u8],
+        _ts: u64,
+        value: &[u8],
+        _by: &str,
+    ) -> std::io::Result<()> {
         self.0 += value.len() as u64;
         Ok(())
     }
@@ -84,17 +94,20 @@ impl RecordSink for NullSink {
     }
 }
 
-/// A record waiting for its send time: `(record_ts, seq, partition, key, value)`.
-type Deferred = (u64, u64, u32, Vec<u8>, Vec<u8>);
+/// A record waiting for its send time: `(record_ts, seq, partition, key, value, producer)`.
+type Deferred = (u64, u64, u32, Vec<u8>, Vec<u8>, String);
 
 /// Produces generated records to a Kafka topic: record `(partition, key, record_ts)` goes to
 /// that partition with that key and record timestamp. Unpaced, records are sent in generation
 /// order, so the topic holds exactly what the file log would (same partitions, same offsets
 /// on a fresh topic). Paced, each record waits until the wall clock reaches its record
 /// timestamp (live traffic: the world's simulated clock must then start at "now") and is
-/// stamped with the wall clock at the send.
+/// stamped with the wall clock at the send. With a keyring ([`KafkaWorldSink::signing`]) each
+/// record is signed with its producer's key at its record timestamp; a record naming a
+/// producer without a key goes out unsigned (IG quarantines it `BAD_SIGNATURE`).
 pub struct KafkaWorldSink {
     producer: std::sync::Arc<tidemark_sinks::kafka::KafkaProducer>,
+    keys: Option<std::sync::Arc<tidemark_dataflows::ig::Keyring>>,
     topic: String,
     paced: bool,
     pending: std::collections::BinaryHeap<std::cmp::Reverse<Deferred>>,
@@ -112,6 +125,7 @@ impl KafkaWorldSink {
     ) -> Self {
         KafkaWorldSink {
             producer,
+            keys: None,
             topic: topic.to_owned(),
             paced,
             pending: Default::default(),
@@ -120,7 +134,23 @@ impl KafkaWorldSink {
         }
     }
 
-    fn send(&mut self, partition: u32, key: &[u8], ts: u64, value: &[u8]) -> std::io::Result<()> {
+    /// Signs every record with `keys` (the producer it names).
+    pub fn signing(
+        mut self,
+        keys: Option<std::sync::Arc<tidemark_dataflows::ig::Keyring>>,
+    ) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    fn send(
+        &mut self,
+        partition: u32,
+        key: &[u8],
+        ts: u64,
+        value: &[u8],
+        by: &str,
+    ) -> std::io::Result<()> {
         // Live: the record timestamp is when the record is really sent (never before the
         // event's own time), as a producer's clock would stamp it; latency is measured from it.
         let ts = if self.paced {
@@ -128,13 +158,18 @@ impl KafkaWorldSink {
         } else {
             ts
         };
+        let headers = match &self.keys {
+            Some(k) => k.sign(by, ts, value).unwrap_or_default(),
+            None => Vec::new(),
+        };
         self.producer
-            .send(
+            .send_with_headers(
                 &self.topic,
                 Some(partition as i32),
                 key,
                 value,
                 Some(ts as i64),
+                &headers,
             )
             .map_err(std::io::Error::other)?;
         self.sent += 1;
@@ -143,8 +178,8 @@ impl KafkaWorldSink {
 
     fn send_due(&mut self, now: u64) -> std::io::Result<()> {
         while self.pending.peek().is_some_and(|r| r.0 .0 <= now) {
-            if let Some(std::cmp::Reverse((ts, _, p, key, value))) = self.pending.pop() {
-                self.send(p, &key, ts, &value)?;
+            if let Some(std::cmp::Reverse((ts, _, p, key, value, by))) = self.pending.pop() {
+                self.send(p, &key, ts, &value, &by)?;
             }
         }
         Ok(())
@@ -168,9 +203,10 @@ impl RecordSink for KafkaWorldSink {
         key: &[u8],
         record_ts: u64,
         value: &[u8],
+        producer: &str,
     ) -> std::io::Result<()> {
         if !self.paced {
-            return self.send(partition, key, record_ts, value);
+            return self.send(partition, key, record_ts, value, producer);
         }
         self.seq += 1;
         self.pending.push(std::cmp::Reverse((
@@ -179,6 +215,7 @@ impl RecordSink for KafkaWorldSink {
             partition,
             key.to_vec(),
             value.to_vec(),
+            producer.to_owned(),
         )));
         self.send_due(crate::wallclock::now_ms())
     }

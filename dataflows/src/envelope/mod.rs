@@ -1,5 +1,9 @@
 //! The canonical envelope (SPEC §4): required fields, per-event-type payload schemas, and the
 //! validation IG applies to raw bytes, in a fixed, documented order (docs/reason-codes.md).
+//! [`strict`] parses JSON rejecting duplicate keys; [`rules`] holds the typed value rules.
+
+pub mod rules;
+pub mod strict;
 
 use serde_json::{Map, Value};
 
@@ -24,15 +28,24 @@ pub const IG_FIELDS: [&str; 5] = [
     "policy_rev",
 ];
 
-/// The JSON shape a field must have.
+/// The JSON shape a field must have (`BAD_TYPE` otherwise) and, for some, the rule its value
+/// must satisfy (`BAD_VALUE` otherwise, see [`rules`]).
 #[derive(Clone, Copy, Debug)]
 pub enum Kind {
     /// A string.
     Str,
-    /// A non-empty string of at most 128 bytes.
+    /// A string; value: 1..=128 bytes without control or bidi characters.
     Id,
     /// An integer that fits i64.
     Int,
+    /// An integer that fits i64; value: `0 ..= ig.max_amount_minor`.
+    Amount,
+    /// A string; value: an ISO-4217 currency code.
+    Currency,
+    /// A string; value: an ISO-3166-1 alpha-2 country code.
+    Country,
+    /// A string; value: an IPv4 or IPv6 address.
+    Ip,
     /// A boolean.
     Bool,
     /// An RFC 3339 timestamp at or after the epoch.
@@ -78,47 +91,47 @@ pub const ENVELOPE: &[FieldSpec] = &[
     req("ts_utc", Kind::Rfc3339),
     req("manifest_fingerprint", Kind::Hex64),
     req("schema_version", Kind::Int),
-    req("producer", Kind::Str),
+    req("producer", Kind::Id),
     req("payload", Kind::Object),
-    opt("parameter_hash", Kind::Str),
+    opt("parameter_hash", Kind::Id),
     opt("seed", Kind::Int),
-    opt("scenario_id", Kind::Str),
-    opt("run_id", Kind::Str),
-    opt("trace_id", Kind::Str),
-    opt("span_id", Kind::Str),
-    opt("parent_event_id", Kind::Str),
+    opt("scenario_id", Kind::Id),
+    opt("run_id", Kind::Id),
+    opt("trace_id", Kind::Id),
+    opt("span_id", Kind::Id),
+    opt("parent_event_id", Kind::Id),
 ];
 
 const TXN: &[FieldSpec] = &[
-    req("txn_id", Kind::Str),
-    req("account_id", Kind::Str),
-    req("card_id", Kind::Str),
-    req("merchant_id", Kind::Str),
-    req("device_id", Kind::Str),
-    req("ip", Kind::Str),
-    req("email", Kind::Str),
-    req("amount_minor", Kind::Int),
-    req("currency", Kind::Str),
-    req("mcc", Kind::Str),
-    req("channel", Kind::Str),
-    req("country", Kind::Str),
+    req("txn_id", Kind::Id),
+    req("account_id", Kind::Id),
+    req("card_id", Kind::Id),
+    req("merchant_id", Kind::Id),
+    req("device_id", Kind::Id),
+    req("ip", Kind::Ip),
+    req("email", Kind::Id),
+    req("amount_minor", Kind::Amount),
+    req("currency", Kind::Currency),
+    req("mcc", Kind::Id),
+    req("channel", Kind::Id),
+    req("country", Kind::Country),
 ];
 const LOGIN: &[FieldSpec] = &[
-    req("account_id", Kind::Str),
-    req("device_id", Kind::Str),
-    req("ip", Kind::Str),
+    req("account_id", Kind::Id),
+    req("device_id", Kind::Id),
+    req("ip", Kind::Ip),
     req("success", Kind::Bool),
 ];
 const PROFILE_CHANGE: &[FieldSpec] = &[
-    req("account_id", Kind::Str),
-    req("device_id", Kind::Str),
+    req("account_id", Kind::Id),
+    req("device_id", Kind::Id),
     req("field", Kind::Str),
-    opt("email", Kind::Str),
-    opt("phone", Kind::Str),
+    opt("email", Kind::Id),
+    opt("phone", Kind::Id),
 ];
 const LABEL: &[FieldSpec] = &[
     req("subject_event_id", Kind::Id),
-    req("account_id", Kind::Str),
+    req("account_id", Kind::Id),
     req("label", Kind::OneOf(&["fraud", "legit"])),
     req("effective_ts", Kind::Rfc3339),
     req("observed_ts", Kind::Rfc3339),
@@ -185,11 +198,10 @@ pub fn parse_rfc3339_millis(s: &str) -> Option<u64> {
     u64::try_from(dt.timestamp_millis()).ok()
 }
 
-fn kind_ok(kind: Kind, v: &Value) -> bool {
+fn type_ok(kind: Kind, v: &Value) -> bool {
     match kind {
-        Kind::Str => v.is_string(),
-        Kind::Id => v.as_str().is_some_and(|s| !s.is_empty() && s.len() <= 128),
-        Kind::Int => v.is_i64(),
+        Kind::Str | Kind::Id | Kind::Currency | Kind::Country | Kind::Ip => v.is_string(),
+        Kind::Int | Kind::Amount => v.is_i64(),
         Kind::Bool => v.is_boolean(),
         Kind::Rfc3339 => v.as_str().and_then(parse_rfc3339_millis).is_some(),
         Kind::Hex64 => v
@@ -200,10 +212,26 @@ fn kind_ok(kind: Kind, v: &Value) -> bool {
     }
 }
 
+/// The value rule of a well-typed field (`Ok` for kinds without one).
+fn value_ok(kind: Kind, v: &Value, policy: &IgPolicy) -> Result<(), String> {
+    let s = || v.as_str().unwrap_or_default();
+    match kind {
+        Kind::Id => rules::id(s()),
+        Kind::Amount => rules::amount(v.as_i64().unwrap_or_default(), policy.max_amount_minor),
+        Kind::Currency => rules::currency(s()),
+        Kind::Country => rules::country(s()),
+        Kind::Ip => rules::ip(s()),
+        _ => Ok(()),
+    }
+}
+
+/// Checks `specs` against `obj` in three passes (presence, then types, then value rules), so
+/// the reason of a record with several faults does not depend on field order.
 fn check_fields(
     obj: &Map<String, Value>,
     specs: &[FieldSpec],
     prefix: &str,
+    policy: &IgPolicy,
 ) -> Result<(), Rejection> {
     for spec in specs.iter().filter(|s| s.required) {
         if obj.get(spec.name).is_none_or(Value::is_null) {
@@ -213,24 +241,32 @@ fn check_fields(
             ));
         }
     }
-    for spec in specs {
-        match obj.get(spec.name) {
-            Some(Value::Null) | None => {}
-            Some(v) if kind_ok(spec.kind, v) => {}
-            Some(_) => {
-                return Err(reject(
-                    ReasonCode::BadType,
-                    format!("{prefix}{}: expected {:?}", spec.name, spec.kind),
-                ))
-            }
+    let present = || {
+        specs
+            .iter()
+            .filter_map(|spec| Some((spec, obj.get(spec.name).filter(|v| !v.is_null())?)))
+    };
+    if let Some((spec, _)) = present().find(|(spec, v)| !type_ok(spec.kind, v)) {
+        return Err(reject(
+            ReasonCode::BadType,
+            format!("{prefix}{}: expected {:?}", spec.name, spec.kind),
+        ));
+    }
+    for (spec, v) in present() {
+        if let Err(why) = value_ok(spec.kind, v, policy) {
+            return Err(reject(
+                ReasonCode::BadValue,
+                format!("{prefix}{}: {why}", spec.name),
+            ));
         }
     }
     Ok(())
 }
 
-/// Applies every stateless IG check to raw bytes, in the documented order: size, JSON, envelope
-/// presence, envelope types, reserved fields, event type, schema version, payload presence and
-/// types, producer allowlist. Time-dependent checks (skew, lateness, dedup) come after.
+/// Applies every stateless IG check to raw bytes, in the documented order: size, JSON (strict:
+/// duplicate keys are malformed), envelope presence, types and values, reserved fields, event
+/// type, schema version, payload presence, types and values, producer allowlist.
+/// Signature and time-dependent checks (skew, lateness, dedup) come after.
 pub fn validate(bytes: &[u8], policy: &IgPolicy) -> Result<Validated, Rejection> {
     if bytes.len() > policy.max_record_bytes {
         return Err(reject(
@@ -238,12 +274,12 @@ pub fn validate(bytes: &[u8], policy: &IgPolicy) -> Result<Validated, Rejection>
             format!("{} bytes > {}", bytes.len(), policy.max_record_bytes),
         ));
     }
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|e| reject(ReasonCode::MalformedJson, e.to_string()))?;
+    let value =
+        strict::from_slice(bytes).map_err(|e| reject(ReasonCode::MalformedJson, e.to_string()))?;
     let Value::Object(object) = value else {
         return Err(reject(ReasonCode::MalformedJson, "not a JSON object"));
     };
-    check_fields(&object, ENVELOPE, "")?;
+    check_fields(&object, ENVELOPE, "", policy)?;
     if let Some(f) = IG_FIELDS.iter().find(|f| object.contains_key(**f)) {
         return Err(reject(ReasonCode::BadType, format!("{f}: reserved for IG")));
     }
@@ -272,7 +308,7 @@ pub fn validate(bytes: &[u8], policy: &IgPolicy) -> Result<Validated, Rejection>
         Some(Value::Object(p)) => p,
         _ => return Err(reject(ReasonCode::BadType, "payload: expected Object")),
     };
-    check_fields(payload, schema, "payload.")?;
+    check_fields(payload, schema, "payload.", policy)?;
     let producer = str_of("producer");
     if !policy.producer_allowed(&event_type, &producer) {
         return Err(reject(
