@@ -144,7 +144,8 @@ fn malformed_json_duplicate_keys() {
 
 #[test]
 fn bad_value() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Edit)> = vec![
         (
             "payload.amount_minor",
             Box::new(|v| v["payload"]["amount_minor"] = json!(-5)),
