@@ -216,6 +216,18 @@ pub fn build(worker: &mut Worker, w: &Wiring) {
         let (st1, st2) = (w.stats.clone(), w.stats.clone());
         let m = w.metrics.clone();
         let mut audit = outs.audit.inspect(move |r| {
+            tracing::debug!(
+                target: "tidemark::decision",
+                event_id = %r.event_id,
+                decision_id = %r.decision_id,
+                trace_id = %r.trace_id,
+                partition = r.source_partition,
+                offset = r.source_offset,
+                logical_time = r.logical_time,
+                decision = %r.decision,
+                score = r.score,
+                "decision"
+            );
             st1.decision(r);
             if let Some(m) = &m {
                 m.decision(r, crate::wallclock::now_ms());
@@ -246,6 +258,18 @@ pub fn build(worker: &mut Worker, w: &Wiring) {
         let archive_files = write_archive(closed, w.store.clone(), failures.clone());
         let m = w.metrics.clone();
         let receipts = ig.receipts.inspect(move |r| {
+            if let Some(reason) = r.reason {
+                tracing::debug!(
+                    target: "tidemark::ig",
+                    status = r.status.as_str(),
+                    reason = reason.as_str(),
+                    event_id = r.event_id.as_deref().unwrap_or_default(),
+                    partition = r.coord.partition,
+                    offset = r.coord.offset,
+                    detail = %r.detail,
+                    "not admitted"
+                );
+            }
             if let Some(m) = &m {
                 m.receipt(r);
             }
@@ -256,6 +280,15 @@ pub fn build(worker: &mut Worker, w: &Wiring) {
             .concat(receipt_files)
             .concat(audit_files)
             .inspect(move |f| {
+                tracing::info!(
+                    target: "tidemark::files",
+                    path = %f.path,
+                    kind = ?f.kind,
+                    rows = f.rows,
+                    bytes = f.bytes,
+                    sha256 = %f.sha256,
+                    "file written"
+                );
                 if let Some(m) = &m {
                     m.file(f);
                 }
@@ -278,8 +311,18 @@ pub fn build(worker: &mut Worker, w: &Wiring) {
         let sink = w.events.clone();
         let m = w.metrics.clone();
         let on_commit = Arc::new(move |e: CommitEvent| {
-            if let (Some(m), CommitEvent::Committed(_)) = (&m, &e) {
-                m.commit();
+            match &e {
+                CommitEvent::Committed(boundary) => {
+                    tracing::info!(target: "tidemark::commit", boundary = *boundary, "commit written");
+                    if let Some(m) = &m {
+                        m.commit();
+                    }
+                }
+                CommitEvent::Manifest(mf) => tracing::info!(
+                    target: "tidemark::commit",
+                    files = mf.files.len(),
+                    "manifest written"
+                ),
             }
             if let Ok(mut g) = sink.lock() {
                 g.push(e);

@@ -32,6 +32,10 @@ use tidemark_sources::{KafkaEnd, KafkaStart};
     about = "Deterministic stream processing for real-time fraud decisioning"
 )]
 struct Cli {
+    /// Log format on stderr: `text` or `json` (one JSON object per line). The level comes from
+    /// `RUST_LOG` (e.g. `RUST_LOG=tidemark=debug` for a line per decision and quarantine).
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -285,18 +289,30 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
-    if let Err(e) = real_main() {
-        eprintln!("error: {e:#}");
+        .with_writer(std::io::stderr);
+    let json = cli.log_format == "json";
+    if json {
+        logs.json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
+    } else {
+        logs.init();
+    }
+    if let Err(e) = real_main(cli) {
+        if json {
+            tracing::error!(error = %format!("{e:#}"), "failed");
+        } else {
+            eprintln!("error: {e:#}");
+        }
         std::process::exit(1);
     }
 }
 
-fn real_main() -> Result<()> {
-    let cli = Cli::parse();
+fn real_main(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::World {
             events,

@@ -237,3 +237,136 @@ fn walk(root: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Structured logs: `--log-format json` with `RUST_LOG=tidemark=debug` writes one JSON line per
+/// decision and per record not admitted, with correlation ids, and per file and commit; the
+/// producer keys set in the environment appear in no log line, output, run record or file.
+#[test]
+fn json_logs_carry_correlation_ids_and_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = LocalBroker::start(
+        0,
+        Storage::Sqlite(dir.path().join("broker")),
+        &dir.path().join("broker.log"),
+    )
+    .unwrap_or_else(|e| panic!("cannot start the local broker: {e:#}"));
+    // The service profile with producer signatures required, one key per producer.
+    let mut text = std::fs::read_to_string(PROFILE).unwrap();
+    let base = config::load(PROFILE).unwrap();
+    text.push_str("\n[ig.signing]\nrequired = true\n[ig.signing.keys]\n");
+    let mut secrets = Vec::new();
+    for producer in base.ig.producers.values().flatten() {
+        text.push_str(&format!("\"{producer}-1\" = \"{producer}\"\n"));
+        let var = tidemark_dataflows::ig::signing::key_env_var(&format!("{producer}-1"));
+        secrets.push((
+            var,
+            format!("{producer}-very-secret-key-material-0123456789"),
+        ));
+    }
+    let profile_path = dir.path().join("signed.toml");
+    std::fs::write(&profile_path, &text).unwrap();
+    let profile = config::load(profile_path.to_str().unwrap()).unwrap();
+    let conn = profile.kafka_conn(Some(&broker.addr()));
+    ensure_topics(&conn, &profile).unwrap();
+    let keys = tidemark_dataflows::ig::Keyring::load(&profile.ig.signing, |v| {
+        secrets.iter().find(|(k, _)| k == v).map(|(_, s)| s.clone())
+    })
+    .unwrap();
+    let world = WorldConfig {
+        events: 2_000,
+        seed: 5,
+        partitions: 4,
+        bad_rate: 0.05,
+        rate_per_sec: 20.0,
+        ..Default::default()
+    };
+    produce_world(
+        &conn,
+        &world,
+        false,
+        Some(std::sync::Arc::new(keys)),
+        &mut |_, _| {},
+    )
+    .unwrap();
+
+    let data = dir.path().join("data");
+    let mut cmd = tidemark();
+    cmd.env("TIDEMARK__WIRING__METRICS_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "tidemark=debug")
+        .args([
+            "--log-format",
+            "json",
+            "run",
+            "--until",
+            "latest",
+            "--brokers",
+            &conn.brokers,
+        ])
+        .arg("--profile")
+        .arg(&profile_path)
+        .arg("--data")
+        .arg(&data);
+    for (k, v) in &secrets {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let with_message = |m: &str| -> Vec<&serde_json::Value> {
+        lines.iter().filter(|v| v["message"] == m).collect()
+    };
+    let decisions = with_message("decision");
+    let audit = tidemark_jobs::demo::audit_rows(&data).unwrap();
+    assert_eq!(decisions.len(), audit.len());
+    for d in &decisions {
+        for field in [
+            "event_id",
+            "decision_id",
+            "trace_id",
+            "partition",
+            "offset",
+            "decision",
+        ] {
+            assert!(!d[field].is_null(), "{field}: {d}");
+        }
+        assert_eq!(d["level"], "DEBUG");
+    }
+    let rejected = with_message("not admitted");
+    let on_disk = receipt_counts(&data);
+    let not_admitted: f64 = on_disk
+        .iter()
+        .filter(|(k, _)| !k.starts_with(r#"status="ADMITTED""#))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(rejected.len() as f64, not_admitted);
+    assert!(rejected
+        .iter()
+        .all(|r| !r["reason"].is_null() && !r["offset"].is_null()));
+    assert!(!with_message("file written").is_empty());
+    // A bounded run seals the root with its manifest (commit points come with the frontier).
+    assert_eq!(with_message("manifest written").len(), 1);
+    // Signed producers were admitted: only the world's keyless producers are BAD_SIGNATURE.
+    assert!(
+        on_disk[r#"status="ADMITTED",reason="""#] > 1_500.0,
+        "{on_disk:?}"
+    );
+
+    // No key material anywhere: stderr, stdout, run record, files.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for (_, secret) in &secrets {
+        assert!(!stderr.contains(secret.as_str()) && !stdout.contains(secret.as_str()));
+        for path in walk(&data) {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{} holds a key",
+                path.display()
+            );
+        }
+    }
+}
