@@ -294,6 +294,7 @@ pub fn answers(addr: &str, timeout: Duration) -> bool {
 /// topic exists with the expected partition count. The ingress topic is created with the
 /// profile's `wiring.ingress_timestamps` as its `message.timestamp.type`.
 pub fn ensure_topics(conn: &KafkaConn, profile: &Profile) -> Result<()> {
+    conn.check()?;
     let layout = topic_layout(profile);
     let stamp = profile.wiring.ingress_timestamps.topic_config();
     let admin: AdminClient<DefaultClientContext> = conn

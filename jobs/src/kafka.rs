@@ -51,6 +51,7 @@ pub fn produce_world(
     keys: Option<Arc<Keyring>>,
     truth: &mut dyn FnMut(&str, Pattern),
 ) -> Result<WorldStats> {
+    conn.check()?;
     let parts = KafkaSource::new(
         conn.clone(),
         topics::INGRESS,

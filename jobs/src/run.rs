@@ -103,7 +103,11 @@ impl Ingress {
                 end,
             } => {
                 let src = KafkaSource::new(conn.clone(), topic.clone(), start.clone(), end.clone());
-                // Fail before starting workers if the broker or topic is not there.
+                // Fail before starting workers if the broker or topic is not there, or the
+                // client's security settings do not match the broker's listener.
+                conn.check().with_context(|| {
+                    format!("cannot read ingress {topic} from {}", conn.brokers)
+                })?;
                 src.partition_count().with_context(|| {
                     format!("cannot read ingress {topic} from {}", conn.brokers)
                 })?;

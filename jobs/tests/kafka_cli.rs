@@ -113,6 +113,46 @@ fn unreachable_broker_and_missing_topic_are_clear_errors() {
             .arg(tmp.path().join("d3")),
         "run: 0 ingress records",
     );
+    // A client configured for SASL against a listener without it fails fast and says so,
+    // instead of waiting without end (it used to hang in `broker topics`).
+    let d4 = tmp.path().join("d4").display().to_string();
+    let addr = b.addr();
+    for args in [
+        vec!["broker", "topics", "--brokers", &addr],
+        vec![
+            "world",
+            "--to",
+            "kafka",
+            "--events",
+            "10",
+            "--brokers",
+            &addr,
+        ],
+        vec![
+            "run",
+            "--until",
+            "latest",
+            "--brokers",
+            &addr,
+            "--data",
+            &d4,
+        ],
+    ] {
+        let t0 = std::time::Instant::now();
+        expect_err(
+            tidemark()
+                .env("TIDEMARK_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+                .env("TIDEMARK_KAFKA_SASL_MECHANISM", "PLAIN")
+                .env("TIDEMARK_KAFKA_SASL_USERNAME", "u")
+                .env("TIDEMARK_KAFKA_SASL_PASSWORD", "p")
+                .args(&args),
+            "security.protocol=SASL_PLAINTEXT, sasl.mechanism=PLAIN",
+        );
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "{args:?}"
+        );
+    }
 }
 
 #[test]

@@ -100,6 +100,68 @@ impl KafkaConn {
     }
 }
 
+/// A client context that keeps the last error librdkafka reported through its error callback
+/// (an authentication failure, a protocol mismatch), which a timed-out request alone does not
+/// say.
+#[derive(Default)]
+struct LastError(std::sync::Mutex<Option<String>>);
+
+impl rdkafka::ClientContext for LastError {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = Some(format!("{error}: {reason}"));
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for LastError {}
+
+impl KafkaConn {
+    /// Connects and fetches the cluster's metadata within `request_timeout`, or fails with
+    /// the client's own reason and the security settings in use. Called before anything that
+    /// could otherwise wait without end (admin requests, producers) on a misconfigured client.
+    pub fn check(&self) -> Result<(), SourceError> {
+        let c: BaseConsumer<LastError> = self
+            .client_config()
+            .create_with_context(LastError::default())
+            .map_err(|e| SourceError::Kafka {
+                topic: self.brokers.clone(),
+                message: format!("cannot create a Kafka client{}: {e}", self.security_note()),
+            })?;
+        match c.fetch_metadata(None, self.request_timeout) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let reason = c.context().0.lock().ok().and_then(|g| g.clone());
+                Err(SourceError::Kafka {
+                    topic: self.brokers.clone(),
+                    message: format!(
+                        "cannot reach the broker within {:?}{}: {}",
+                        self.request_timeout,
+                        self.security_note(),
+                        reason.unwrap_or_else(|| e.to_string())
+                    ),
+                })
+            }
+        }
+    }
+
+    /// ` (security.protocol=…, sasl.mechanism=…)` when set: the usual suspects.
+    fn security_note(&self) -> String {
+        let set: Vec<String> = ["security.protocol", "sasl.mechanism"]
+            .iter()
+            .filter_map(|k| Some(format!("{k}={}", self.extra.get(*k)?)))
+            .collect();
+        if set.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({}; check them against the broker's listener)",
+                set.join(", ")
+            )
+        }
+    }
+}
+
 /// A Kafka topic as a partitioned log.
 pub struct KafkaSource {
     conn: KafkaConn,
