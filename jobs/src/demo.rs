@@ -495,7 +495,12 @@ fn show_metrics(addr: &str) {
         ("tidemark_decision_latency_seconds_count", ""),
     ] {
         if let Some(v) = sample(&text, name, labels) {
-            println!("demo:   {name}{{{labels}}} {v}");
+            let labels = if labels.is_empty() {
+                String::new()
+            } else {
+                format!("{{{labels}}}")
+            };
+            println!("demo:   {name}{labels} {v}");
         }
     }
 }
