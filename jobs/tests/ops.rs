@@ -23,6 +23,16 @@ fn tidemark() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tidemark"))
 }
 
+/// A tansu broker with SQLite storage under `dir`.
+fn broker(dir: &Path) -> LocalBroker {
+    LocalBroker::start(
+        0,
+        Storage::Sqlite(dir.join("broker")),
+        &dir.join("broker.log"),
+    )
+    .unwrap_or_else(|e| panic!("cannot start the local broker: {e:#}"))
+}
+
 fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let t0 = Instant::now();
     loop {
@@ -71,12 +81,7 @@ fn receipt_counts(data: &Path) -> BTreeMap<String, f64> {
 #[test]
 fn scraped_metrics_agree_with_receipts_and_audit_and_readyz_turns_red_without_the_broker() {
     let dir = tempfile::tempdir().unwrap();
-    let mut broker = LocalBroker::start(
-        0,
-        Storage::Sqlite(dir.path().join("broker")),
-        &dir.path().join("broker.log"),
-    )
-    .unwrap_or_else(|e| panic!("cannot start the local broker: {e:#}"));
+    let mut broker = broker(dir.path());
     let profile = config::load(PROFILE).unwrap();
     let conn = profile.kafka_conn(Some(&broker.addr()));
     ensure_topics(&conn, &profile).unwrap();
@@ -244,12 +249,7 @@ fn walk(root: &Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn json_logs_carry_correlation_ids_and_no_secret() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = LocalBroker::start(
-        0,
-        Storage::Sqlite(dir.path().join("broker")),
-        &dir.path().join("broker.log"),
-    )
-    .unwrap_or_else(|e| panic!("cannot start the local broker: {e:#}"));
+    let broker = broker(dir.path());
     // The service profile with producer signatures required, one key per producer.
     let mut text = std::fs::read_to_string(PROFILE).unwrap();
     let base = config::load(PROFILE).unwrap();

@@ -211,3 +211,20 @@ pub fn assert_same_truths(a: &Path, b: &Path, what: &str) {
         }
     }
 }
+
+/// Runs `tests/python/kafka_client.py ARGS` (kafka-python, a third-party client) and returns
+/// the JSON it prints; fails the test if it fails.
+pub fn kafka_client(args: &[&str]) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/kafka_client.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "kafka_client.py {args:?} failed (is kafka-python installed? scripts/test.sh installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("kafka_client.py prints JSON")
+}

@@ -18,18 +18,12 @@ use tidemark_tests::{read_archive, read_receipts, read_tree, run_ig, write_log};
 const T0: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 const FP: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-fn rfc3339(ms: u64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms as i64)
-        .expect("in range")
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 /// A valid transaction envelope.
 fn txn(id: &str, event_ms: u64) -> Value {
     json!({
         "event_id": id,
         "event_type": "txn.authorization.v1",
-        "ts_utc": rfc3339(event_ms),
+        "ts_utc": tidemark_operators::time::fmt_rfc3339_millis(event_ms),
         "manifest_fingerprint": FP,
         "schema_version": 1,
         "producer": "card-switch",

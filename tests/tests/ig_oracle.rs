@@ -126,16 +126,17 @@ fn oracle_validate(bytes: &[u8], pol: &IgPolicy) -> Result<(String, u64), &'stat
     let id_ok = s("event_id").is_some();
     let fp_ok = s("manifest_fingerprint")
         .is_some_and(|v| v.len() == 64 && v.chars().all(|c| c.is_ascii_hexdigit()));
-    let opt_str_ok = [
+    let optional_ids = [
         "parameter_hash",
         "scenario_id",
         "run_id",
         "trace_id",
         "span_id",
         "parent_event_id",
-    ]
-    .iter()
-    .all(|k| o.get(*k).is_none_or(|v| v.is_null() || v.is_string()));
+    ];
+    let opt_str_ok = optional_ids
+        .iter()
+        .all(|k| o.get(*k).is_none_or(|v| v.is_null() || v.is_string()));
     if !id_ok
         || s("event_type").is_none()
         || s("ts_utc").and_then(ms).is_none()
@@ -148,18 +149,9 @@ fn oracle_validate(bytes: &[u8], pol: &IgPolicy) -> Result<(String, u64), &'stat
     {
         return Err("BAD_TYPE");
     }
-    let envelope_ids = [
-        "event_id",
-        "producer",
-        "parameter_hash",
-        "scenario_id",
-        "run_id",
-        "trace_id",
-        "span_id",
-        "parent_event_id",
-    ];
-    if envelope_ids
+    if ["event_id", "producer"]
         .iter()
+        .chain(&optional_ids)
         .filter_map(|k| o.get(*k).filter(|v| !v.is_null()))
         .any(|v| !value_ok("id", v, pol))
     {

@@ -12,8 +12,8 @@ use tidemark_jobs::publish::PointerEvent;
 use tidemark_jobs::replay::replay;
 use tidemark_jobs::world::WorldConfig;
 use tidemark_tests::{
-    assert_same_truths, make_world, read_archive, read_audit, read_receipts, read_tree, run_ig,
-    KafkaFixture,
+    assert_same_truths, kafka_client, make_world, read_archive, read_audit, read_receipts,
+    read_tree, run_ig, KafkaFixture,
 };
 
 fn world(events: u64, seed: u64) -> WorldConfig {
@@ -220,27 +220,12 @@ fn broker_restart_mid_run_loses_and_duplicates_nothing() {
     );
 }
 
-fn python(args: &[&str]) -> serde_json::Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/kafka_client.py");
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "kafka_client.py {args:?} failed (is kafka-python installed? .ci/run installs it): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("kafka_client.py prints JSON")
-}
-
 #[test]
 fn third_party_python_client_produces_ingress_and_reads_decisions() {
     let k = KafkaFixture::start();
     let tmp = tempfile::tempdir().unwrap();
     let addr = k.broker.addr();
-    let produced = python(&["produce", &addr, "400"]);
+    let produced = kafka_client(&["produce", &addr, "400"]);
     assert_eq!(produced["produced"], 400);
     assert_eq!(produced["malformed"], 3);
 
@@ -265,7 +250,7 @@ fn third_party_python_client_produces_ingress_and_reads_decisions() {
     assert_eq!(reasons, expected);
 
     // The Python consumer reads the same decisions DLA wrote.
-    let read = python(&["decisions", &addr]);
+    let read = kafka_client(&["decisions", &addr]);
     let mut audit: Vec<(String, String, String)> = read_audit(&data)
         .into_iter()
         .map(|a| (a.event_id, a.decision, a.decision_id))

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use tidemark_jobs::world::WorldConfig;
 use tidemark_operators::ingest::ReceiptStatus;
 use tidemark_operators::ReasonCode;
-use tidemark_tests::{make_world, read_receipts, run_ig, KafkaFixture};
+use tidemark_tests::{kafka_client, make_world, read_receipts, run_ig, KafkaFixture};
 
 const CARD_KEY: &str = "card-switch-secret-0123456789abcdef-XYZ";
 const AUTH_KEY: &str = "auth-service-secret-0123456789abcdef-XYZ";
@@ -39,17 +39,7 @@ fn signing_profile(k: &mut KafkaFixture) {
 }
 
 fn python_signed(addr: &str, count: usize) -> Vec<(u32, u64, Option<String>)> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/kafka_client.py");
-    let out = std::process::Command::new("python3")
-        .args([script, "signed", addr, &count.to_string()])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "kafka_client.py signed failed (kafka-python installed? scripts/test.sh installs it): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let v = kafka_client(&["signed", addr, &count.to_string()]);
     serde_json::from_value(v["records"].clone()).expect("records")
 }
 
