@@ -7,7 +7,7 @@
 
 use tidemark_benches::measure;
 use tidemark_jobs::config::load;
-use tidemark_jobs::dataset::{archive_range, build, local_store, DatasetRequest, Target};
+use tidemark_jobs::dataset::{archive_range, build, open_store, DatasetRequest, Target};
 use tidemark_jobs::replay::replay;
 use tidemark_jobs::run::{run, Ingress};
 use tidemark_jobs::world::{generate, FileLogSink, WorldConfig};
@@ -36,7 +36,7 @@ fn main() -> anyhow::Result<()> {
         }
     };
     let rt = tokio::runtime::Runtime::new()?;
-    let store = local_store(&data, &rt)?;
+    let store = open_store(&data, &rt)?;
     let (lo, hi) = archive_range(&store)?.ok_or_else(|| anyhow::anyhow!("empty archive"))?;
     let (wall, cpu, r) =
         measure(|| replay(&profile, &data, &tmp.path().join("replay"), 0, None, 1));
@@ -58,7 +58,7 @@ fn main() -> anyhow::Result<()> {
             workers,
         };
         let target = Target {
-            root: local_store(&tmp.path().join(format!("ds-{workers}")), &rt)?,
+            root: open_store(&tmp.path().join(format!("ds-{workers}")), &rt)?,
             dir: None,
         };
         let (wall, cpu, b) = measure(|| build(&profile, &store, &target, &req));

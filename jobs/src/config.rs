@@ -15,6 +15,7 @@ use tidemark_dataflows::ieg::GraphPolicy;
 use tidemark_dataflows::ig::IgPolicy;
 use tidemark_dataflows::ofp::{validate_features, FeatureDef, OfpPolicy};
 use tidemark_operators::hashing::sha256_hex;
+use tidemark_sinks::Root;
 
 /// Deployment wiring: where things run. May be overridden by environment variables
 /// (`TIDEMARK__WIRING__WORKERS=2`); never changes semantics.
@@ -25,8 +26,15 @@ pub struct Wiring {
     pub workers: usize,
     /// Ingress partitions (topic partition count). Default 4.
     pub ingress_partitions: u32,
-    /// Object store URL: `file` (local filesystem under `--data`) is the default.
+    /// The data root: `file` (default: the local directory given by `--data`) or
+    /// `s3://BUCKET/PREFIX`, which every command then reads and writes unless `--data` names
+    /// the same root (a different `--data` is refused). S3 endpoint, region and credentials
+    /// come from the `AWS_*` environment variables only, never from a profile.
     pub object_store: String,
+    /// S3 roots: the run's lease on the root expires this long after its last renewal (it
+    /// renews every third of it); a crashed run's root is free again after it. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
     /// Kafka bootstrap servers. Default `127.0.0.1:9092` (the local tansu broker).
     pub brokers: String,
     /// Partitions of the output topics (traffic, control, decisions, audit). Default 4.
@@ -83,6 +91,7 @@ impl Default for Wiring {
             workers: 1,
             ingress_partitions: 4,
             object_store: "file".into(),
+            lease_ttl: Duration::from_secs(30),
             brokers: "127.0.0.1:9092".into(),
             topic_partitions: 4,
             source_batch: 4096,
@@ -442,4 +451,34 @@ mod tests {
         b.ig.allowed_lateness = Duration::from_secs(1);
         assert_ne!(a.policy_rev(), b.policy_rev());
     }
+}
+
+/// The data root of a command: `--data` if given, else `object_store` (a profile's
+/// `wiring.object_store`). `file` means "the directory given by `--data`". A `--data` naming
+/// another root than a configured `s3://…` one is refused rather than silently preferred.
+pub fn data_root(data: Option<Root>, object_store: &str) -> Result<Root> {
+    let configured = match object_store.trim() {
+        "" | "file" => None,
+        s => Some(
+            s.parse::<Root>()
+                .with_context(|| "wiring.object_store (or TIDEMARK__WIRING__OBJECT_STORE)")?,
+        ),
+    };
+    match (data, configured) {
+        (Some(d), Some(c)) if d != c => bail!(
+            "--data {d} names another root than wiring.object_store ({c}): drop --data, or set TIDEMARK__WIRING__OBJECT_STORE={d}"
+        ),
+        (Some(d), _) => Ok(d),
+        (None, Some(c)) => Ok(c),
+        (None, None) => bail!(
+            "no data root: pass --data DIR (or s3://BUCKET/PREFIX), or set wiring.object_store / TIDEMARK__WIRING__OBJECT_STORE"
+        ),
+    }
+}
+
+/// [`data_root`] for commands without a profile: `object_store` from
+/// `TIDEMARK__WIRING__OBJECT_STORE`.
+pub fn data_root_from_env(data: Option<Root>) -> Result<Root> {
+    let env = std::env::var("TIDEMARK__WIRING__OBJECT_STORE").unwrap_or_default();
+    data_root(data, &env)
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use tidemark_sinks::WriteOnceStore;
+use tidemark_sinks::{Root, WriteOnceStore};
 use tidemark_sources::{KafkaEnd, KafkaSource, KafkaStart};
 
 use crate::broker::{ensure_topics, topics, LocalBroker, Storage};
@@ -52,12 +52,12 @@ pub fn world_to_file(cfg: &WorldConfig, out: &Path) -> Result<()> {
 }
 
 /// Verifies the archive under `data` against its manifests; prints the report.
-pub fn verify_cmd(data: &Path) -> Result<()> {
+pub fn verify_cmd(data: &Root) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
-    if !data.is_dir() {
-        bail!("data directory {} does not exist", data.display());
+    if data.local_dir().is_some_and(|d| !d.is_dir()) {
+        bail!("data directory {data} does not exist");
     }
-    let store = WriteOnceStore::local(data, rt.handle().clone())?;
+    let store = WriteOnceStore::open(data, rt.handle().clone())?;
     let report = verify(&store)?;
     if report.ok() {
         println!(
@@ -229,7 +229,7 @@ fn check_and_replay(
     root: &Path,
     workers: usize,
 ) -> Result<()> {
-    verify_cmd(data)?;
+    verify_cmd(&Root::from(data))?;
     summary(data, truth_csv)?;
     let r = replay(profile, data, &root.join("replay"), 0, None, workers)?;
     print_replay(&r);
@@ -247,7 +247,7 @@ fn demo_dataset(profile: &Profile, data: &Path, workers: usize) -> Result<()> {
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let store = crate::dataset::local_store(data, &rt)?;
+    let store = crate::dataset::open_store(data, &rt)?;
     let Some((lo, hi)) = crate::dataset::archive_range(&store)? else {
         bail!("the archive is empty: no dataset to build");
     };
@@ -263,7 +263,7 @@ fn demo_dataset(profile: &Profile, data: &Path, workers: usize) -> Result<()> {
         dir: None,
     };
     let built = crate::dataset::build(profile, &store, &target, &req)?;
-    crate::dataset::cli::print_built(&built, data);
+    crate::dataset::cli::print_built(&built, &Root::from(data));
     match &built.manifest.certificate {
         Some(c) if c.mismatches == 0 => {}
         Some(c) => bail!("the dataset differs from the online audit: {}", c.summary()),

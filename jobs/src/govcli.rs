@@ -8,8 +8,9 @@ use clap::Subcommand;
 use crate::backfill::{self, RunResult};
 use crate::config;
 use crate::dataset::cli::print_built;
-use crate::dataset::local_store;
+use crate::dataset::open_store;
 use crate::gov::{self, Recorded};
+use tidemark_sinks::Root;
 
 /// `tidemark backfill …`.
 #[derive(Subcommand)]
@@ -17,9 +18,10 @@ pub enum BackfillCmd {
     /// Declare a backfill from a declaration file (TOML: id, purpose, from, to, features,
     /// optional labels_as_of and basis); recorded under gov/backfills/<id>/.
     Declare {
-        /// Data root.
+        /// Data root: a directory, `file://DIR` or `s3://BUCKET/PREFIX` (default:
+        /// `TIDEMARK__WIRING__OBJECT_STORE`).
         #[arg(long)]
-        data: PathBuf,
+        data: Option<Root>,
         /// Base profile (default: the one recorded in DATA's run records).
         #[arg(long)]
         profile: Option<String>,
@@ -31,9 +33,10 @@ pub enum BackfillCmd {
     },
     /// Run a declared backfill into ofs/backfills/<id>/ (a no-op once complete).
     Run {
-        /// Data root.
+        /// Data root: a directory, `file://DIR` or `s3://BUCKET/PREFIX` (default:
+        /// `TIDEMARK__WIRING__OBJECT_STORE`).
         #[arg(long)]
-        data: PathBuf,
+        data: Option<Root>,
         /// Worker threads (the output does not depend on it).
         #[arg(short = 'w', long, default_value_t = 1)]
         workers: usize,
@@ -50,9 +53,10 @@ pub enum BackfillCmd {
 pub enum GovCmd {
     /// Print the governance facts of a data root in order.
     List {
-        /// Data root.
+        /// Data root: a directory, `file://DIR` or `s3://BUCKET/PREFIX` (default:
+        /// `TIDEMARK__WIRING__OBJECT_STORE`).
         #[arg(long)]
-        data: PathBuf,
+        data: Option<Root>,
     },
 }
 
@@ -77,7 +81,8 @@ pub fn backfill(cmd: BackfillCmd) -> Result<()> {
             brokers,
             file,
         } => {
-            let store = local_store(&data, &rt)?;
+            let data = config::data_root_from_env(data)?;
+            let store = open_store(&data, &rt)?;
             let base = match profile {
                 Some(p) => p,
                 None => crate::replay::recorded_profile(&data)?,
@@ -108,7 +113,8 @@ pub fn backfill(cmd: BackfillCmd) -> Result<()> {
             brokers,
             id,
         } => {
-            let store = local_store(&data, &rt)?;
+            let data = config::data_root_from_env(data)?;
+            let store = open_store(&data, &rt)?;
             match backfill::run(&store, &id, workers, conn(brokers)?.as_ref())? {
                 RunResult::AlreadyComplete(r) => println!(
                     "backfill {id}: already complete (receipt recorded {}): nothing computed",
@@ -132,7 +138,7 @@ pub fn gov(cmd: GovCmd) -> Result<()> {
     let rt = runtime()?;
     match cmd {
         GovCmd::List { data } => {
-            let store = local_store(&data, &rt)?;
+            let store = open_store(config::data_root_from_env(data)?, &rt)?;
             let facts = gov::list(&store)?;
             for (path, f) in &facts {
                 println!(

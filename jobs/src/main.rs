@@ -21,7 +21,7 @@ use tidemark_jobs::kafka::produce_world;
 use tidemark_jobs::replay::{find_audit, replay};
 use tidemark_jobs::run::{run_with, Cluster, Ingress, RunOptions};
 use tidemark_jobs::world::WorldConfig;
-use tidemark_sinks::WriteOnceStore;
+use tidemark_sinks::{Root, WriteOnceStore};
 use tidemark_sources::kafka::parse_offsets;
 use tidemark_sources::{KafkaEnd, KafkaStart};
 
@@ -101,9 +101,10 @@ enum Cmd {
         /// Ingress: `kafka` (the profile's brokers, fp.bus.ingress.v1) or `file:DIR`.
         #[arg(long, default_value = "kafka")]
         ingress: String,
-        /// Data root (local object store).
+        /// Data root: a directory, `file://DIR` or `s3://BUCKET/PREFIX` (default: the
+        /// profile's `wiring.object_store`).
         #[arg(long)]
-        data: PathBuf,
+        data: Option<Root>,
         /// Kafka bootstrap servers (overrides the profile).
         #[arg(long)]
         brokers: Option<String>,
@@ -129,12 +130,13 @@ enum Cmd {
         /// Profile name or path (default: the profile recorded in DATA's run records).
         #[arg(long)]
         profile: Option<String>,
-        /// Data root of the recorded run.
+        /// Data root of the recorded run: a directory, `file://DIR` or `s3://BUCKET/PREFIX`
+        /// (default: `TIDEMARK__WIRING__OBJECT_STORE`).
         #[arg(long)]
-        data: PathBuf,
-        /// Output root (must be new or empty).
+        data: Option<Root>,
+        /// Output root, a directory or `s3://BUCKET/PREFIX` (must be new or empty).
         #[arg(long)]
-        out: PathBuf,
+        out: Root,
         /// Start of the range (logical ms or RFC 3339).
         #[arg(long)]
         from: Option<String>,
@@ -147,17 +149,19 @@ enum Cmd {
     },
     /// Print the audit record of an event id or decision id, with its provenance.
     Audit {
-        /// Data root.
+        /// Data root: a directory, `file://DIR` or `s3://BUCKET/PREFIX` (default:
+        /// `TIDEMARK__WIRING__OBJECT_STORE`).
         #[arg(long)]
-        data: PathBuf,
+        data: Option<Root>,
         /// Event id or decision id.
         id: String,
     },
     /// Verify archive completeness against its manifests.
     Verify {
-        /// Data root.
+        /// Data root: a directory, `file://DIR` or `s3://BUCKET/PREFIX` (default:
+        /// `TIDEMARK__WIRING__OBJECT_STORE`).
         #[arg(long)]
-        data: PathBuf,
+        data: Option<Root>,
     },
     /// Local broker → live world → online run over Kafka → verify → replay, with a summary.
     Demo {
@@ -382,6 +386,7 @@ fn real_main(cli: Cli) -> Result<()> {
             cluster,
         } => {
             let p = config::load(&profile)?;
+            let data = config::data_root(data, &p.wiring.object_store)?;
             let cluster = cluster.cluster(p.wiring.workers)?;
             let (ingress, publish) = if ingress == "kafka" {
                 let conn = p.kafka_conn(brokers.as_deref());
@@ -432,7 +437,7 @@ fn real_main(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Verify { data } => verify_cmd(&data),
+        Cmd::Verify { data } => verify_cmd(&config::data_root_from_env(data)?),
         Cmd::Dataset { cmd } => tidemark_jobs::dataset::cli::execute(cmd),
         Cmd::Backfill { cmd } => tidemark_jobs::govcli::backfill(cmd),
         Cmd::Gov { cmd } => tidemark_jobs::govcli::gov(cmd),
@@ -444,6 +449,7 @@ fn real_main(cli: Cli) -> Result<()> {
             to,
             workers,
         } => {
+            let data = config::data_root_from_env(data)?;
             let profile = match profile {
                 Some(p) => p,
                 None => tidemark_jobs::replay::recorded_profile(&data)?,
@@ -459,8 +465,9 @@ fn real_main(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Audit { data, id } => {
+            let data = config::data_root_from_env(data)?;
             let rt = tokio::runtime::Runtime::new()?;
-            let store = WriteOnceStore::local(&data, rt.handle().clone())?;
+            let store = WriteOnceStore::open(&data, rt.handle().clone())?;
             match find_audit(&store, &id)? {
                 Some(r) => {
                     let mut v = serde_json::to_value(&r)?;
@@ -473,7 +480,7 @@ fn real_main(cli: Cli) -> Result<()> {
                     println!("{}", serde_json::to_string_pretty(&v)?);
                     Ok(())
                 }
-                None => bail!("no audit record for {id} under {}", data.display()),
+                None => bail!("no audit record for {id} under {data}"),
             }
         }
         Cmd::Demo {

@@ -7,7 +7,6 @@
 //! snapshots only for `T0 <= t < T1`, and writes under a new root only.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -24,7 +23,7 @@ use tidemark_sinks::audit::{decode_audit, write_audit, write_snapshots};
 use tidemark_sinks::layout::MANIFEST_PREFIX;
 use tidemark_sinks::manifest::{FileEntry, FileKind, Manifest};
 use tidemark_sinks::parquet::{archive_batches, row_count};
-use tidemark_sinks::WriteOnceStore;
+use tidemark_sinks::{Root, WriteOnceStore};
 use tidemark_sources::archive::{archive_source, ArchiveReader, RowBatches};
 
 use crate::config::Profile;
@@ -47,15 +46,13 @@ pub struct ReplayOutcome {
 
 /// The profile the latest run of `data` used (`profile_source`, else `profile`, of the newest
 /// run record under `runs/`): `replay` uses it unless told otherwise.
-pub fn recorded_profile(data: &Path) -> Result<String> {
+pub fn recorded_profile(data: impl Into<Root>) -> Result<String> {
+    let data: Root = data.into();
     let rt = tokio::runtime::Runtime::new()?;
-    let store = WriteOnceStore::local(data, rt.handle().clone())?;
+    let store = WriteOnceStore::open(&data, rt.handle().clone())?;
     let runs = store.list("runs")?;
     let Some(last) = runs.last() else {
-        bail!(
-            "no run record under {}/runs: pass --profile",
-            data.display()
-        );
+        bail!("no run record under {data}/runs: pass --profile");
     };
     let v: serde_json::Value = serde_json::from_slice(&store.get(last)?)
         .with_context(|| format!("unreadable run record {last}"))?;
@@ -125,31 +122,32 @@ pub fn manifests(store: &WriteOnceStore) -> Result<Vec<Manifest>> {
 /// Replays `[from, to)` of the run in `data` into `out` with `workers` threads and compares.
 pub fn replay(
     profile: &Profile,
-    data: &Path,
-    out: &Path,
+    data: impl Into<Root>,
+    out: impl Into<Root>,
     from: u64,
     to: Option<u64>,
     workers: usize,
 ) -> Result<ReplayOutcome> {
-    if out.exists()
-        && std::fs::read_dir(out)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false)
-    {
-        bail!(
-            "replay output {} is not empty: a replay never writes over existing outputs",
-            out.display()
-        );
-    }
-    if out.canonicalize().ok().is_some() && out.canonicalize().ok() == data.canonicalize().ok() {
+    let (data, out): (Root, Root) = (data.into(), out.into());
+    let canonical = |r: &Root| match r {
+        Root::Local(p) => p
+            .canonicalize()
+            .map(Root::Local)
+            .unwrap_or_else(|_| r.clone()),
+        s3 => s3.clone(),
+    };
+    if canonical(&out) == canonical(&data) {
         bail!("replay output must differ from the data root");
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let src = WriteOnceStore::local(data, rt.handle().clone())?;
-    let dst = WriteOnceStore::local(out, rt.handle().clone())?;
+    let src = WriteOnceStore::open(&data, rt.handle().clone())?;
+    let dst = WriteOnceStore::open(&out, rt.handle().clone())?;
+    if !dst.list("")?.is_empty() {
+        bail!("replay output {out} is not empty: a replay never writes over existing outputs");
+    }
     let ms = manifests(&src)?;
     let (files, reader) = archive_inputs(
         ms.iter()

@@ -1,12 +1,10 @@
-//! What a `run` finds in its data root before it starts (SPEC §12): a lease so that one run
-//! writes a root at a time, the latest commit to resume from, and the inputs a resumed run
-//! needs to continue exactly: dedup state from receipts, decision state from the archive, the
-//! idle journal, and the identities of output records already published above the commit's
-//! marks.
+//! What a `run` finds in its data root before it starts (SPEC §12): the latest commit to resume
+//! from, and the inputs a resumed run needs to continue exactly: dedup state from receipts,
+//! decision state from the archive, the idle journal, and the identities of output records
+//! already published above the commit's marks. (The lease that makes one run the writer of a
+//! root is `tidemark_sinks::lease`.)
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,89 +20,6 @@ use tidemark_sinks::parquet::decode_receipts;
 use tidemark_sinks::WriteOnceStore;
 use tidemark_sources::archive::ArchiveReader;
 use tidemark_sources::{IdleEntry, IdleJournal, SourceResume};
-
-/// True for the local object store's staging name of an object being written (`<name>#<n>`):
-/// it is renamed into place when complete, so one left behind is a write a killed process
-/// never finished.
-fn is_staging(name: &str) -> bool {
-    name.rsplit_once('#').is_some_and(|(base, n)| {
-        !base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
-    })
-}
-
-/// Removes writes a dead holder of the lease left unfinished (staging files; never an object
-/// under its final name). Called with the lease held, before anything is written.
-fn remove_staging(root: &Path) -> Result<()> {
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        for entry in
-            std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?
-        {
-            let entry = entry?;
-            let kind = entry.file_type()?;
-            if kind.is_dir() {
-                dirs.push(entry.path());
-            } else if kind.is_file() && entry.file_name().to_str().is_some_and(is_staging) {
-                std::fs::remove_file(entry.path()).with_context(|| {
-                    format!("cannot remove unfinished write {}", entry.path().display())
-                })?;
-                tracing::info!(path = %entry.path().display(), "removed an unfinished write of a previous run");
-            }
-        }
-    }
-    Ok(())
-}
-
-/// An exclusive lease on a data root: a `flock` on `<root>/.tidemark.lock`, released by the
-/// kernel when the holder exits or dies, so a crashed holder's lease is taken over safely.
-pub struct Lease {
-    _file: File,
-    path: PathBuf,
-}
-
-impl Lease {
-    /// Takes the lease or fails with a clear error naming the holder.
-    pub fn acquire(root: &Path) -> Result<Lease> {
-        use std::io::{Read, Seek, Write};
-        use std::os::fd::AsRawFd;
-        std::fs::create_dir_all(root)
-            .with_context(|| format!("cannot create data directory {}", root.display()))?;
-        let path = root.join(".tidemark.lock");
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .with_context(|| format!("cannot open lease file {}", path.display()))?;
-        // SAFETY: flock on a file descriptor we own; no memory is shared.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            bail!(
-                "data root {} is held by another run ({}): one writer per data root; stop that run first",
-                root.display(),
-                holder.trim()
-            );
-        }
-        file.set_len(0)?;
-        file.rewind()?;
-        writeln!(
-            file,
-            "pid {} since {}",
-            std::process::id(),
-            crate::wallclock::now_rfc3339()
-        )?;
-        remove_staging(root)?;
-        Ok(Lease { _file: file, path })
-    }
-
-    /// The lease file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
 
 /// The state of a data root before a run.
 pub struct RootState {
@@ -285,26 +200,4 @@ pub fn published_tail(
         }
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unfinished_writes_are_removed_when_the_lease_is_taken() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let sub = dir.path().join("ig/receipts/partition=00001");
-        std::fs::create_dir_all(&sub).expect("mkdir");
-        for name in ["a.parquet", "a.parquet#1", "b.parquet#12", "c#x", "#3"] {
-            std::fs::write(sub.join(name), b"x").expect("write");
-        }
-        let _lease = Lease::acquire(dir.path()).expect("lease");
-        let mut left: Vec<String> = std::fs::read_dir(&sub)
-            .expect("list")
-            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-            .collect();
-        left.sort();
-        assert_eq!(left, ["#3", "a.parquet", "c#x"]);
-    }
 }

@@ -4,7 +4,7 @@
 //! (SPEC §12, docs/operations.md). A run record goes under `runs/`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,12 +19,13 @@ use tidemark_operators::{Failures, PartitionBasis};
 use tidemark_sinks::commit::CommitEvent;
 use tidemark_sinks::kafka::KafkaProducer;
 use tidemark_sinks::layout::COMMIT_PREFIX;
-use tidemark_sinks::{Manifest, WriteOnceStore};
+use tidemark_sinks::lease::Lease;
+use tidemark_sinks::{Manifest, Root, WriteOnceStore};
 use tidemark_sources::{FileLog, KafkaConn, KafkaEnd, KafkaSource, KafkaStart, PartitionedSource};
 
 use crate::config::Profile;
 use crate::publish::{Latency, Percentiles};
-use crate::resume::{Lease, Resume, RootState};
+use crate::resume::{Resume, RootState};
 
 /// Where ingress comes from.
 #[derive(Clone, Debug)]
@@ -354,7 +355,7 @@ struct RunRecord<'a> {
 pub fn run(
     profile: &Profile,
     ingress: &Ingress,
-    data: &Path,
+    data: impl Into<Root>,
     workers: usize,
 ) -> Result<RunOutcome> {
     run_stages(profile, ingress, data, workers, true)
@@ -365,7 +366,7 @@ pub fn run(
 pub fn run_stages(
     profile: &Profile,
     ingress: &Ingress,
-    data: &Path,
+    data: impl Into<Root>,
     workers: usize,
     decisions: bool,
 ) -> Result<RunOutcome> {
@@ -375,6 +376,13 @@ pub fn run_stages(
     };
     run_with(profile, ingress, data, &opts)?
         .ok_or_else(|| anyhow!("a single-process run finished without an outcome"))
+}
+
+/// This host's name (lease holders name it), or `?`.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "?".into())
 }
 
 /// The latest commit boundary written under the root, if any.
@@ -505,9 +513,10 @@ fn genesis_commit(
 pub fn run_with(
     profile: &Profile,
     ingress: &Ingress,
-    data: &Path,
+    data: impl Into<Root>,
     opts: &RunOptions,
 ) -> Result<Option<RunOutcome>> {
+    let data: Root = data.into();
     let started = crate::wallclock::now_rfc3339();
     let t0 = Instant::now();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -515,11 +524,25 @@ pub fn run_with(
         .enable_all()
         .build()
         .context("cannot start the I/O runtime")?;
-    let store = WriteOnceStore::local(data, rt.handle().clone())
-        .with_context(|| format!("cannot open data directory {}", data.display()))?;
-    // One writer per data root: process 0 holds the lease for the whole run.
+    let store = WriteOnceStore::open(&data, rt.handle().clone())
+        .with_context(|| format!("cannot open data root {data}"))?;
+    let failures = Failures::default();
+    // One writer per data root: process 0 holds the lease for the whole run; losing it (S3:
+    // another run took it after this one could not renew) fails the run.
     let _lease = if opts.cluster.process == 0 {
-        Some(Lease::acquire(data)?)
+        let holder = format!(
+            "pid {} on {} since {started}",
+            std::process::id(),
+            host_name()
+        );
+        let lost = failures.clone();
+        Some(Lease::acquire(
+            &data,
+            &store,
+            &holder,
+            profile.wiring.lease_ttl,
+            Box::new(move |why| lost.push(why)),
+        )?)
     } else {
         None
     };
@@ -596,7 +619,6 @@ pub fn run_with(
         }
         None => None,
     };
-    let failures = Failures::default();
     let stats = OutputStats::default();
     let latency = Latency::default();
     let events: Arc<Mutex<Vec<CommitEvent>>> = Arc::default();

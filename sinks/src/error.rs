@@ -2,8 +2,10 @@
 
 use thiserror::Error;
 
-/// A sink error. `Conflict` and `Corrupt` are bad input (someone else's bytes are there);
-/// `Transient` may succeed on retry; `Bug` is an invariant violation.
+/// A sink error. `Conflict`, `Corrupt` and `BadRoot` are bad input (someone else's bytes are
+/// there, or the root is misspelled); `Transient` may succeed later (the store already retried
+/// it with backoff); `Denied` needs an operator (credentials, permissions); `Bug` is an
+/// invariant violation.
 #[derive(Debug, Error)]
 pub enum SinkError {
     /// A write-once object exists with different bytes.
@@ -32,6 +34,24 @@ pub enum SinkError {
         /// Underlying error.
         #[source]
         source: object_store::Error,
+    },
+    /// The store refused the request for a reason retrying cannot fix (credentials,
+    /// permissions, an operation the store does not support).
+    #[error("object store refused {path}: {source}")]
+    Denied {
+        /// Object path.
+        path: String,
+        /// Underlying error.
+        #[source]
+        source: object_store::Error,
+    },
+    /// A data root spelled wrong (`--data`, `--out`, `wiring.object_store`).
+    #[error("bad data root {root:?}: {message}")]
+    BadRoot {
+        /// What was given.
+        root: String,
+        /// What is wrong.
+        message: String,
     },
     /// The object does not exist.
     #[error("object not found: {0}")]

@@ -1,7 +1,11 @@
 //! tidemark sinks: everything that writes primary truths.
 //!
-//! - [`store`]: a write-once view of an `object_store` (local filesystem by default): writing
-//!   the same object again with identical bytes is a no-op, with different bytes an error.
+//! - [`root`]: where a data root lives (a local directory or `s3://bucket/prefix`).
+//! - [`store`]: a write-once view of an `object_store` (local filesystem or S3): writing the
+//!   same object again with identical bytes is a no-op, with different bytes an error;
+//!   transient failures are retried with backoff and counted.
+//! - [`lease`]: one writer per data root (`flock` locally, a conditional-write lease object on
+//!   S3).
 //! - [`parquet`]: canonical Parquet encodings of archive rows, receipts and quarantine records
 //!   (fixed row-group size, fixed writer metadata), the streaming encoder that writes a file a
 //!   row group at a time with the same bytes, and their (batch-wise) decoders.
@@ -19,11 +23,14 @@ pub mod dataset;
 pub mod error;
 pub mod kafka;
 pub mod layout;
+pub mod lease;
 pub mod manifest;
 pub mod parquet;
+pub mod root;
 pub mod store;
 pub mod writers;
 
 pub use error::SinkError;
 pub use manifest::{FileEntry, FileKind, Manifest};
-pub use store::{PutOutcome, WriteOnceStore};
+pub use root::Root;
+pub use store::{PutOutcome, RetryPolicy, StoreStats, WriteOnceStore};

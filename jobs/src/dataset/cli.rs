@@ -1,15 +1,12 @@
 //! The `tidemark dataset` subcommands.
 
-use std::path::PathBuf;
-
 use anyhow::{bail, Result};
 use clap::Subcommand;
 
-use super::{
-    build, dataset_dir, local_store, verify, with_features, Built, DatasetRequest, Target,
-};
+use super::{build, dataset_dir, open_store, verify, with_features, Built, DatasetRequest, Target};
 use crate::config;
 use crate::demo::parse_time;
+use tidemark_sinks::Root;
 
 /// `tidemark dataset …`.
 #[derive(Subcommand)]
@@ -17,9 +14,10 @@ pub enum DatasetCmd {
     /// Build a training dataset: one row per decision event in [FROM, TO), computed by the
     /// decision dataflow over the archive, with labels as known at LABELS_AS_OF.
     Build {
-        /// Data root (its sealed archive and, for the zero-skew check, its audit).
+        /// Data root: a directory, `file://DIR` or `s3://BUCKET/PREFIX` (default:
+        /// `TIDEMARK__WIRING__OBJECT_STORE`).
         #[arg(long)]
-        data: PathBuf,
+        data: Option<Root>,
         /// First logical time (epoch ms or RFC 3339).
         #[arg(long)]
         from: String,
@@ -44,17 +42,18 @@ pub enum DatasetCmd {
         workers: usize,
         /// Write under this root instead of DATA (`<OUT>/ofs/datasets/<id>/`).
         #[arg(long)]
-        out: Option<PathBuf>,
+        out: Option<Root>,
     },
     /// Check a dataset's files against its manifest and every row against the online audit
     /// records; prints `rows=N mismatches=M`.
     Verify {
-        /// Data root.
+        /// Data root: a directory, `file://DIR` or `s3://BUCKET/PREFIX` (default:
+        /// `TIDEMARK__WIRING__OBJECT_STORE`).
         #[arg(long)]
-        data: PathBuf,
+        data: Option<Root>,
         /// The root the dataset was written under, if not DATA.
         #[arg(long)]
-        out: Option<PathBuf>,
+        out: Option<Root>,
         /// Dataset id.
         dataset_id: String,
     },
@@ -62,7 +61,7 @@ pub enum DatasetCmd {
 
 /// The profile of a data root with an optional feature revision applied.
 pub fn profile_for(
-    data: &std::path::Path,
+    data: &Root,
     profile: Option<String>,
     features: Option<&str>,
 ) -> Result<config::Profile> {
@@ -79,7 +78,7 @@ pub fn profile_for(
 }
 
 /// Prints what a build produced.
-pub fn print_built(b: &Built, root: &std::path::Path) {
+pub fn print_built(b: &Built, root: &Root) {
     let m = &b.manifest;
     let l = &m.stats.labels;
     println!(
@@ -90,7 +89,7 @@ pub fn print_built(b: &Built, root: &std::path::Path) {
         l.legit,
         l.unknown,
         m.files.len(),
-        root.display(),
+        root,
         b.manifest_path.trim_end_matches("/manifest.json"),
         if b.existed {
             " (already built: nothing written)"
@@ -137,6 +136,7 @@ pub fn execute(cmd: DatasetCmd) -> Result<()> {
             workers,
             out,
         } => {
+            let data = config::data_root_from_env(data)?;
             let p = profile_for(&data, profile, features.as_deref())?;
             let req = DatasetRequest {
                 from: parse_time(&from)?,
@@ -145,10 +145,10 @@ pub fn execute(cmd: DatasetCmd) -> Result<()> {
                 split_at: split_at.as_deref().map(parse_time).transpose()?,
                 workers,
             };
-            let store = local_store(&data, &rt)?;
+            let store = open_store(&data, &rt)?;
             let root_path = out.unwrap_or_else(|| data.clone());
             let target = Target {
-                root: local_store(&root_path, &rt)?,
+                root: open_store(&root_path, &rt)?,
                 dir: None,
             };
             let built = build(&p, &store, &target, &req)?;
@@ -160,9 +160,10 @@ pub fn execute(cmd: DatasetCmd) -> Result<()> {
             out,
             dataset_id,
         } => {
-            let store = local_store(&data, &rt)?;
+            let data = config::data_root_from_env(data)?;
+            let store = open_store(&data, &rt)?;
             let root = match &out {
-                Some(o) => local_store(o, &rt)?,
+                Some(o) => open_store(o, &rt)?,
                 None => store.clone(),
             };
             let v = verify(&store, &root, &dataset_dir(&dataset_id)?)?;

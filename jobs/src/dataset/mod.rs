@@ -12,7 +12,6 @@ pub mod check;
 pub mod cli;
 pub mod manifest;
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -30,7 +29,7 @@ use tidemark_sinks::layout::MANIFEST_PREFIX;
 use tidemark_sinks::manifest::{FileEntry, FileKind};
 use tidemark_sinks::parquet::archive_rows_of_type;
 use tidemark_sinks::writers::{write_closed, ClosedFormat};
-use tidemark_sinks::WriteOnceStore;
+use tidemark_sinks::{Root, WriteOnceStore};
 use tidemark_sources::archive::archive_source;
 
 use crate::config::{digest, Profile};
@@ -471,7 +470,7 @@ pub fn dataset_dir(id: &str) -> Result<String> {
     Ok(format!("{DATASETS_PREFIX}/{id}"))
 }
 
-/// Opens a local data root.
-pub fn local_store(path: &Path, rt: &tokio::runtime::Runtime) -> Result<WriteOnceStore> {
-    Ok(WriteOnceStore::local(path, rt.handle().clone())?)
+/// Opens a data root (a local directory or an S3 prefix).
+pub fn open_store(root: impl Into<Root>, rt: &tokio::runtime::Runtime) -> Result<WriteOnceStore> {
+    Ok(WriteOnceStore::open(&root.into(), rt.handle().clone())?)
 }
