@@ -33,7 +33,8 @@ use tidemark_sources::{KafkaEnd, KafkaStart};
 )]
 struct Cli {
     /// Log format on stderr: `text` or `json` (one JSON object per line). The level comes from
-    /// `RUST_LOG` (e.g. `RUST_LOG=tidemark=debug` for a line per decision and quarantine).
+    /// `RUST_LOG`, default `warn` (e.g. `RUST_LOG=tidemark=debug` for a line per decision and
+    /// quarantine).
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
     #[command(subcommand)]
@@ -295,7 +296,12 @@ fn main() {
     }
     let cli = Cli::parse();
     let logs = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        // Warnings (retries, lease takeovers) show unless RUST_LOG says otherwise.
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::builder()
+                .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
+                .from_env_lossy(),
+        )
         .with_writer(std::io::stderr);
     let json = cli.log_format == "json";
     if json {

@@ -643,6 +643,7 @@ pub fn run_with(
     };
     if let Some(m) = &opts.metrics {
         m.set_failures(failures.clone());
+        m.set_store(store.stats());
         if let Some(p) = &producer {
             m.set_producer(p.clone());
         }

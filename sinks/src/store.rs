@@ -116,10 +116,26 @@ impl WriteOnceStore {
     /// (`AWS_ENDPOINT`, `AWS_ALLOW_HTTP`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
     /// `AWS_REGION`, …). Writes on S3 are conditional (`If-None-Match: *`).
     pub fn open(root: &Root, rt: Handle) -> Result<Self, SinkError> {
+        Self::open_with(root, rt, &[])
+    }
+
+    /// [`WriteOnceStore::open`] with S3 settings given here on top of the environment
+    /// (`object_store`'s keys, e.g. `("aws_endpoint", "http://127.0.0.1:9000")`), for
+    /// programs that configure S3 themselves. Ignored for local roots.
+    pub fn open_with(root: &Root, rt: Handle, s3: &[(&str, &str)]) -> Result<Self, SinkError> {
         match root {
             Root::Local(dir) => Self::local(dir, rt),
             Root::S3 { bucket, prefix } => {
-                let s3 = AmazonS3Builder::from_env()
+                let bad = |message: String| SinkError::BadRoot {
+                    root: root.to_string(),
+                    message,
+                };
+                let mut builder = AmazonS3Builder::from_env();
+                for (k, v) in s3 {
+                    let key = k.parse().map_err(|e| bad(format!("S3 setting {k}: {e}")))?;
+                    builder = builder.with_config(key, *v);
+                }
+                let s3 = builder
                     .with_bucket_name(bucket)
                     // A short inner retry; the outer one (RetryPolicy) reports and backs off.
                     .with_retry(object_store::RetryConfig {
@@ -128,9 +144,10 @@ impl WriteOnceStore {
                         ..Default::default()
                     })
                     .build()
-                    .map_err(|e| SinkError::BadRoot {
-                        root: root.to_string(),
-                        message: format!("cannot configure S3 from the AWS_* environment: {e}"),
+                    .map_err(|e| {
+                        bad(format!(
+                            "cannot configure S3 from the AWS_* environment: {e}"
+                        ))
                     })?;
                 let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
                     Arc::new(s3)

@@ -129,6 +129,7 @@ struct Inner {
 struct Live {
     state: Mutex<State>,
     producer: OnceLock<Arc<KafkaProducer>>,
+    store: OnceLock<Arc<tidemark_sinks::StoreStats>>,
     failures: OnceLock<Failures>,
     thresholds: Thresholds,
     started: Instant,
@@ -171,6 +172,7 @@ impl Metrics {
         let live = Arc::new(Live {
             state: Mutex::default(),
             producer: OnceLock::new(),
+            store: OnceLock::new(),
             failures: OnceLock::new(),
             thresholds,
             started: Instant::now(),
@@ -246,6 +248,11 @@ impl Metrics {
     /// Publishing counters come from this producer.
     pub fn set_producer(&self, p: Arc<KafkaProducer>) {
         let _ = self.inner.live.producer.set(p);
+    }
+
+    /// Object-store retry counters come from this store.
+    pub fn set_store(&self, stats: Arc<tidemark_sinks::StoreStats>) {
+        let _ = self.inner.live.store.set(stats);
     }
 
     /// Run failures turn readiness red.
@@ -471,6 +478,20 @@ impl Collector for Live {
                 "publish_skipped",
                 "Records already on their topic (resumed run)",
                 c.skipped,
+            )?;
+        }
+        if let Some(st) = self.store.get() {
+            counter(
+                &mut enc,
+                "store_retries",
+                "Object-store requests retried after a transient failure",
+                st.retries(),
+            )?;
+            counter(
+                &mut enc,
+                "store_errors",
+                "Object-store requests that failed after every retry",
+                st.gave_up(),
             )?;
         }
         let (level, _) = self.health();
