@@ -38,8 +38,7 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let store = open_store(&data, &rt)?;
     let (lo, hi) = archive_range(&store)?.ok_or_else(|| anyhow::anyhow!("empty archive"))?;
-    let (wall, cpu, r) =
-        measure(|| replay(&profile, &data, &tmp.path().join("replay"), 0, None, 1));
+    let (wall, cpu, r) = measure(|| replay(&profile, &data, tmp.path().join("replay"), 0, None, 1));
     let r = r?;
     let replay_rate = r.compared as f64 / cpu.as_secs_f64();
     println!(
@@ -58,7 +57,7 @@ fn main() -> anyhow::Result<()> {
             workers,
         };
         let target = Target {
-            root: open_store(&tmp.path().join(format!("ds-{workers}")), &rt)?,
+            root: open_store(tmp.path().join(format!("ds-{workers}")), &rt)?,
             dir: None,
         };
         let (wall, cpu, b) = measure(|| build(&profile, &store, &target, &req));

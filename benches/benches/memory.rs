@@ -42,7 +42,7 @@ fn child(ingress: &std::path::Path) -> Result<()> {
         run(
             &profile,
             &Ingress::File(ingress.to_path_buf()),
-            &tmp.path().join("d"),
+            tmp.path().join("d"),
             1,
         )
     });

@@ -438,21 +438,6 @@ impl Profile {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn policy_rev_changes_with_policy_not_wiring() {
-        let a = Profile::default();
-        let mut b = a.clone();
-        b.wiring.workers = 8;
-        assert_eq!(a.policy_rev(), b.policy_rev());
-        b.ig.allowed_lateness = Duration::from_secs(1);
-        assert_ne!(a.policy_rev(), b.policy_rev());
-    }
-}
-
 /// The data root of a command: `--data` if given, else `object_store` (a profile's
 /// `wiring.object_store`). `file` means "the directory given by `--data`". A `--data` naming
 /// another root than a configured `s3://…` one is refused rather than silently preferred.
@@ -481,4 +466,33 @@ pub fn data_root(data: Option<Root>, object_store: &str) -> Result<Root> {
 pub fn data_root_from_env(data: Option<Root>) -> Result<Root> {
     let env = std::env::var("TIDEMARK__WIRING__OBJECT_STORE").unwrap_or_default();
     data_root(data, &env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_rev_changes_with_policy_not_wiring() {
+        let a = Profile::default();
+        let mut b = a.clone();
+        b.wiring.workers = 8;
+        assert_eq!(a.policy_rev(), b.policy_rev());
+        b.ig.allowed_lateness = Duration::from_secs(1);
+        assert_ne!(a.policy_rev(), b.policy_rev());
+    }
+
+    #[test]
+    fn data_root_resolution() {
+        let s3: Root = "s3://bkt/p".parse().unwrap();
+        let dir = Root::Local("/tmp/x".into());
+        assert_eq!(data_root(Some(dir.clone()), "file").unwrap(), dir);
+        assert_eq!(data_root(None, "s3://bkt/p").unwrap(), s3);
+        assert_eq!(data_root(Some(s3.clone()), "s3://bkt/p/").unwrap(), s3);
+        assert_eq!(data_root(Some(s3.clone()), "").unwrap(), s3);
+        let e = data_root(Some(dir), "s3://bkt/p").unwrap_err().to_string();
+        assert!(e.contains("names another root"), "{e}");
+        assert!(data_root(None, "file").is_err());
+        assert!(data_root(None, "s3://B/x").is_err());
+    }
 }

@@ -231,7 +231,7 @@ fn check_and_replay(
 ) -> Result<()> {
     verify_cmd(&Root::from(data))?;
     summary(data, truth_csv)?;
-    let r = replay(profile, data, &root.join("replay"), 0, None, workers)?;
+    let r = replay(profile, data, root.join("replay"), 0, None, workers)?;
     print_replay(&r);
     if r.divergence.is_some() {
         bail!("replay diverged from the online run");

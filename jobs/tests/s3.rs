@@ -115,8 +115,7 @@ fn write_once_holds_when_two_writers_race() {
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        for k in 0..40 {
-            let (a, b) = (&outcomes[0][k], &outcomes[1][k]);
+        for (k, (a, b)) in outcomes[0].iter().zip(&outcomes[1]).enumerate() {
             let created: Vec<usize> = [a, b]
                 .iter()
                 .enumerate()

@@ -96,7 +96,7 @@ fn altered_archive_fails_loudly_and_policy_changes_diverge() {
     // A changed threshold must be reported as a divergence.
     let mut q = p.clone();
     q.df.review_threshold = 0.01;
-    let r = replay(&q, &data, &tmp.path().join("policy"), 0, None, 1).unwrap();
+    let r = replay(&q, &data, tmp.path().join("policy"), 0, None, 1).unwrap();
     let d = r.divergence.expect("a different policy cannot MATCH");
     assert!(d.contains("differs"), "{d}");
 
@@ -114,7 +114,7 @@ fn altered_archive_fails_loudly_and_policy_changes_diverge() {
     let mid = altered.len() / 2;
     altered[mid] ^= 0x01;
     std::fs::write(data.join(path), &altered).unwrap();
-    let err = replay(&p, &data, &tmp.path().join("altered"), 0, None, 2).unwrap_err();
+    let err = replay(&p, &data, tmp.path().join("altered"), 0, None, 2).unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains(path) && msg.contains("altered"), "{msg}");
 }
