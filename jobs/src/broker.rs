@@ -102,6 +102,8 @@ pub struct LocalBroker {
     port: u16,
     storage: Storage,
     log: PathBuf,
+    authentication: bool,
+    advertised: Option<String>,
 }
 
 impl LocalBroker {
@@ -114,9 +116,23 @@ impl LocalBroker {
             port,
             storage,
             log: log.to_path_buf(),
+            authentication: false,
+            advertised: None,
         };
         b.spawn()?;
         Ok(b)
+    }
+
+    /// Requires SASL authentication (tansu `--authentication`: SCRAM credentials from its
+    /// storage, created with the AlterUserScramCredentials API) from the next (re)start on.
+    pub fn set_authentication(&mut self, on: bool) {
+        self.authentication = on;
+    }
+
+    /// Advertises `host:port` to clients instead of the listener (a TLS-terminating proxy in
+    /// front of it) from the next (re)start on.
+    pub fn set_advertised(&mut self, addr: Option<String>) {
+        self.advertised = addr;
     }
 
     /// `127.0.0.1:<port>`.
@@ -148,9 +164,16 @@ impl LocalBroker {
         let mut cmd = Command::new(&bin);
         cmd.arg("broker")
             .args(["--listener-url", &url])
-            .args(["--advertised-listener-url", &url])
+            .args([
+                "--advertised-listener-url",
+                &self
+                    .advertised
+                    .as_ref()
+                    .map_or(url.clone(), |a| format!("tcp://{a}")),
+            ])
             .args(["--storage-engine", &engine])
             .args(["--cluster-id", "tidemark-local"])
+            .args(self.authentication.then_some("--authentication"))
             .env_remove("CLUSTER_ID")
             .env_remove("LISTENER_URL")
             .env_remove("ADVERTISED_LISTENER_URL")
@@ -186,7 +209,18 @@ impl LocalBroker {
                     );
                 }
             }
-            if answers(&self.addr(), Duration::from_millis(500)) {
+            // With authentication on, an anonymous metadata request is refused: a listening
+            // port is the readiness signal then.
+            let ready = if self.authentication {
+                std::net::TcpStream::connect_timeout(
+                    &std::net::SocketAddr::from(([127, 0, 0, 1], self.port)),
+                    Duration::from_millis(500),
+                )
+                .is_ok()
+            } else {
+                answers(&self.addr(), Duration::from_millis(500))
+            };
+            if ready {
                 return Ok(());
             }
             if t0.elapsed() > limit {

@@ -55,6 +55,9 @@ pub struct Wiring {
     /// Where `run` serves `/metrics` (Prometheus), `/healthz` and `/readyz`; empty turns it
     /// off. Process `i` of a cluster listens on port + i. Default `127.0.0.1:9464`.
     pub metrics_addr: String,
+    /// Kafka client security, passed to every client (source, producer, admin). Secrets are
+    /// never here: the SASL password comes from `TIDEMARK_KAFKA_SASL_PASSWORD`.
+    pub kafka: KafkaSecurity,
     /// `/readyz` is yellow when any ingress partition lags by more than this many records.
     /// Default 100000.
     pub ready_max_lag: u64,
@@ -62,6 +65,98 @@ pub struct Wiring {
     /// Default `5m`.
     #[serde(with = "humantime_serde")]
     pub ready_max_watermark_age: Duration,
+}
+
+/// Kafka client security settings (librdkafka `security.protocol`, `sasl.*`, `ssl.*`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSecurity {
+    /// `security.protocol`. Default `PLAINTEXT`.
+    pub security_protocol: SecurityProtocol,
+    /// `sasl.mechanism` (`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`); required with a SASL
+    /// protocol. Default none.
+    pub sasl_mechanism: Option<SaslMechanism>,
+    /// `sasl.username`; required with a SASL protocol. Default empty.
+    pub sasl_username: String,
+    /// `ssl.ca.location`: a PEM file of the CA certificates that sign the brokers'
+    /// certificates. Default empty: the system's CA store.
+    pub ssl_ca_location: String,
+}
+
+/// `security.protocol`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SecurityProtocol {
+    /// No TLS, no authentication.
+    #[default]
+    Plaintext,
+    /// TLS, no SASL.
+    Ssl,
+    /// SASL without TLS.
+    SaslPlaintext,
+    /// SASL over TLS.
+    SaslSsl,
+}
+
+/// `sasl.mechanism`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SaslMechanism {
+    /// `PLAIN` (use only over TLS).
+    #[serde(rename = "PLAIN")]
+    Plain,
+    /// `SCRAM-SHA-256`.
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    /// `SCRAM-SHA-512`.
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+/// The environment variable holding the SASL password.
+pub const SASL_PASSWORD_ENV: &str = "TIDEMARK_KAFKA_SASL_PASSWORD";
+
+impl KafkaSecurity {
+    fn sasl(&self) -> bool {
+        matches!(
+            self.security_protocol,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+
+    /// Refuses incomplete settings (a SASL protocol without mechanism or username).
+    pub fn validate(&self) -> Result<()> {
+        if self.sasl() && (self.sasl_mechanism.is_none() || self.sasl_username.is_empty()) {
+            bail!("wiring.kafka: a SASL security_protocol needs sasl_mechanism and sasl_username (the password comes from {SASL_PASSWORD_ENV})");
+        }
+        Ok(())
+    }
+
+    /// The librdkafka properties.
+    pub fn properties(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let protocol = match self.security_protocol {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        };
+        out.push(("security.protocol", protocol.to_owned()));
+        if let Some(m) = self.sasl_mechanism {
+            let m = match m {
+                SaslMechanism::Plain => "PLAIN",
+                SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+                SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+            };
+            out.push(("sasl.mechanism", m.to_owned()));
+        }
+        if !self.sasl_username.is_empty() {
+            out.push(("sasl.username", self.sasl_username.clone()));
+        }
+        if !self.ssl_ca_location.is_empty() {
+            out.push(("ssl.ca.location", self.ssl_ca_location.clone()));
+        }
+        out
+    }
 }
 
 /// Which clock stamps ingress records (Kafka's `message.timestamp.type`).
@@ -97,6 +192,7 @@ impl Default for Wiring {
             source_batch: 4096,
             commit_interval: Duration::from_secs(3600),
             ingress_timestamps: IngressTimestamps::LogAppendTime,
+            kafka: KafkaSecurity::default(),
             metrics_addr: "127.0.0.1:9464".into(),
             ready_max_lag: 100_000,
             ready_max_watermark_age: Duration::from_secs(300),
@@ -332,6 +428,7 @@ pub fn validate(p: &Profile) -> Result<()> {
         );
     }
     validate_features(&p.features).map_err(|e| anyhow::anyhow!("features: {e}"))?;
+    p.wiring.kafka.validate()?;
     Ok(())
 }
 
@@ -428,6 +525,11 @@ impl Profile {
     pub fn kafka_conn(&self, brokers: Option<&str>) -> tidemark_sources::KafkaConn {
         let mut conn =
             tidemark_sources::KafkaConn::new(brokers.unwrap_or(&self.wiring.brokers).to_owned());
+        for (k, v) in self.wiring.kafka.properties() {
+            conn.extra.insert(k.to_owned(), v);
+        }
+        // The password (`TIDEMARK_KAFKA_SASL_PASSWORD`) and any other librdkafka property
+        // (`TIDEMARK_KAFKA_<PROPERTY>`) come from the environment, and override the profile.
         for (k, v) in std::env::vars() {
             if let Some(prop) = k.strip_prefix("TIDEMARK_KAFKA_") {
                 conn.extra

@@ -236,3 +236,189 @@ fn two_processes_equal_one_process() {
         assert!(x == y, "{p} differs between 1 process and 2 processes");
     }
 }
+
+/// SCRAM against tansu with `--authentication`: the settings typed in the profile's
+/// `wiring.kafka` (here through `TIDEMARK__WIRING__KAFKA__…`), the password only from
+/// `TIDEMARK_KAFKA_SASL_PASSWORD`. The credentials are created through the broker's
+/// AlterUserScramCredentials API (kafka-python) before authentication is switched on (tansu
+/// keeps them in its SQLite storage). Anonymous clients are refused; SCRAM-SHA-256 and -512
+/// clients create topics, produce a world and run over it; a wrong password fails fast, names
+/// the settings and never echoes the password.
+#[test]
+fn scram_authentication_against_tansu() {
+    const PASSWORD: &str = "scram-Pa55-word-7Qx";
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = broker(tmp.path());
+    let addr = b.addr();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/python/kafka_client.py"
+    );
+    let out = Command::new("python3")
+        .args([script, "scram", &addr, "tidemark"])
+        .env("TIDEMARK_KAFKA_SASL_PASSWORD", PASSWORD)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success() && text(&out).contains(r#""errors": {}"#),
+        "kafka_client.py scram (is kafka-python installed? scripts/test.sh installs it): {}",
+        text(&out)
+    );
+    b.set_authentication(true);
+    b.restart().unwrap();
+    let with = |mechanism: &str, password: &str| {
+        let mut c = tidemark();
+        c.env(
+            "TIDEMARK__WIRING__KAFKA__SECURITY_PROTOCOL",
+            "SASL_PLAINTEXT",
+        )
+        .env("TIDEMARK__WIRING__KAFKA__SASL_MECHANISM", mechanism)
+        .env("TIDEMARK__WIRING__KAFKA__SASL_USERNAME", "tidemark")
+        .env("TIDEMARK_KAFKA_SASL_PASSWORD", password);
+        c
+    };
+    // The broker really requires authentication.
+    expect_err(
+        tidemark().args(["broker", "topics", "--brokers", &addr]),
+        "cannot reach the broker",
+    );
+    expect_ok(
+        with("SCRAM-SHA-256", PASSWORD).args(["broker", "topics", "--brokers", &addr]),
+        "",
+    );
+    expect_ok(
+        with("SCRAM-SHA-512", PASSWORD).args([
+            "world",
+            "--to",
+            "kafka",
+            "--events",
+            "500",
+            "--brokers",
+            &addr,
+        ]),
+        "",
+    );
+    let data = tmp.path().join("data").display().to_string();
+    expect_ok(
+        with("SCRAM-SHA-256", PASSWORD).args([
+            "run",
+            "--until",
+            "latest",
+            "--brokers",
+            &addr,
+            "--data",
+            &data,
+        ]),
+        "run: 500 ingress records",
+    );
+    let t0 = std::time::Instant::now();
+    let wrong = "not-the-password-3Kd";
+    let out = with("SCRAM-SHA-512", wrong)
+        .args(["broker", "topics", "--brokers", &addr])
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains("security.protocol=SASL_PLAINTEXT, sasl.mechanism=SCRAM-SHA-512"),
+        "{t}"
+    );
+    assert!(!t.contains(wrong) && !t.contains(PASSWORD), "{t}");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(60));
+    // SASL_SSL through a TLS-terminating proxy (tansu 0.6 has no TLS listener) that the
+    // broker advertises: the brokers' certificate checked against `ssl_ca_location`.
+    let proxy_port = free_port().unwrap();
+    let certs = tmp.path().join("certs");
+    let proxy_script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/python/tls_proxy.py");
+    let mut proxy = Command::new("python3")
+        .arg(proxy_script)
+        .arg(&certs)
+        .args([
+            proxy_port.to_string(),
+            b.addr().rsplit(':').next().unwrap().to_owned(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(proxy.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let _proxy = Kill(proxy);
+    assert_eq!(
+        line.trim(),
+        "ready",
+        "tls_proxy.py (needs the cryptography package)"
+    );
+    let tls_addr = format!("127.0.0.1:{proxy_port}");
+    b.set_advertised(Some(tls_addr.clone()));
+    b.restart().unwrap();
+    let tls = |ca: Option<&Path>| {
+        let mut c = with("SCRAM-SHA-512", PASSWORD);
+        c.env("TIDEMARK__WIRING__KAFKA__SECURITY_PROTOCOL", "SASL_SSL");
+        if let Some(ca) = ca {
+            c.env("TIDEMARK__WIRING__KAFKA__SSL_CA_LOCATION", ca);
+        }
+        c
+    };
+    let ca = certs.join("ca.pem");
+    expect_ok(
+        tls(Some(&ca)).args(["broker", "topics", "--brokers", &tls_addr]),
+        "",
+    );
+    expect_ok(
+        tls(Some(&ca)).args([
+            "world",
+            "--to",
+            "kafka",
+            "--events",
+            "200",
+            "--seed",
+            "8",
+            "--brokers",
+            &tls_addr,
+        ]),
+        "",
+    );
+    let data = tmp.path().join("data-tls").display().to_string();
+    expect_ok(
+        tls(Some(&ca)).args([
+            "run",
+            "--until",
+            "latest",
+            "--brokers",
+            &tls_addr,
+            "--data",
+            &data,
+        ]),
+        "run: 700 ingress records",
+    );
+    // A certificate from an unknown CA is refused, fast and clearly.
+    let t0 = std::time::Instant::now();
+    expect_err(
+        tls(None).args(["broker", "topics", "--brokers", &tls_addr]),
+        "security.protocol=SASL_SSL, sasl.mechanism=SCRAM-SHA-512",
+    );
+    assert!(t0.elapsed() < std::time::Duration::from_secs(60));
+    // An incomplete setting is refused before any connection.
+    let out = tidemark()
+        .env("TIDEMARK__WIRING__KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
+        .args(["broker", "topics", "--brokers", &addr])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("needs sasl_mechanism and sasl_username"),
+        "{}",
+        text(&out)
+    );
+}

@@ -10,6 +10,9 @@
                                           TIDEMARK_SIGNING_KEY_CARD_SWITCH_1 and
                                           TIDEMARK_SIGNING_KEY_AUTH_SERVICE_1; prints JSON with
                                           the (partition, offset, expected reason) of each
+  kafka_client.py scram BROKERS USER      create SCRAM-SHA-256 and SCRAM-SHA-512 credentials for
+                                          USER with the password in TIDEMARK_KAFKA_SASL_PASSWORD
+                                          (the AlterUserScramCredentials API); prints JSON
 
 Requires kafka-python (pip install kafka-python==3.0.12).
 """
@@ -195,6 +198,24 @@ def decisions(brokers):
     print(json.dumps({"decisions": events, "intents": intents}))
 
 
+def scram(brokers, user):
+    import os
+
+    from kafka import KafkaAdminClient
+    from kafka.admin import ScramMechanism, UserScramCredentialUpsertion
+
+    password = os.environ["TIDEMARK_KAFKA_SASL_PASSWORD"]
+    admin = KafkaAdminClient(bootstrap_servers=brokers)
+    errors = admin.alter_user_scram_credentials(
+        [
+            UserScramCredentialUpsertion(user, m, password, iterations=4096)
+            for m in (ScramMechanism.SCRAM_SHA_256, ScramMechanism.SCRAM_SHA_512)
+        ]
+    )
+    admin.close()
+    print(json.dumps({"errors": {u: e for u, e in errors.items() if e}}))
+
+
 if __name__ == "__main__":
     cmd, brokers = sys.argv[1], sys.argv[2]
     if cmd == "produce":
@@ -203,5 +224,7 @@ if __name__ == "__main__":
         decisions(brokers)
     elif cmd == "signed":
         signed(brokers, int(sys.argv[3]))
+    elif cmd == "scram":
+        scram(brokers, sys.argv[3])
     else:
         sys.exit(f"unknown command {cmd}")
