@@ -2,8 +2,8 @@
 # The README's test command: every unit, oracle, determinism, end-to-end and Kafka test.
 # Installs what the tests need first (no-ops once done): the tansu broker and the tidemark-s3d
 # S3-protocol server (cached builds under ~/.cache/tidemark), kafka-python for the third-party
-# client and SCRAM tests, cryptography for the TLS proxy's test certificates, and pyarrow, DuckDB and polars, which read the training datasets as an ML user
-# would.
+# client and SCRAM tests, cryptography for the TLS proxy's test certificates, and pyarrow,
+# DuckDB and polars, which read the training datasets as an ML user would.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-tansu.sh
