@@ -1,6 +1,6 @@
 //! Data roots on S3, against a real S3-protocol server on loopback (`tidemark-s3d`):
 //! write-once under racing writers, the one-writer lease (refusal, takeover after a crash),
-//! and the bounded run → verify → replay → audit flow on S3, byte-identical to the same run
+//! and the bounded run → verify → replay → audit → dataset flow on S3, byte-identical to the same run
 //! on the local filesystem, with the S3 secret in no output and no object. The continuous
 //! service on S3, with the server killed and restarted mid-run, is in `service.rs`.
 
@@ -227,6 +227,47 @@ fn run_verify_replay_and_audit_on_s3_equal_the_local_run() {
     let a = ok(tidemark(&s3).args(["audit", "--data", &root, id]));
     assert!(a.contains(id.as_str()), "{a}");
     said += &a;
+    // A training dataset built from the archive on S3 into S3, certified against the audit,
+    // with the same dataset hash as one built from the local root.
+    let dataset = |data: &str, out: &str| {
+        ok(tidemark(&s3).args([
+            "dataset",
+            "build",
+            "--data",
+            data,
+            "--out",
+            out,
+            "--from",
+            "2026-01-01T00:00:00Z",
+            "--to",
+            "1767229200000",
+            "--labels-as-of",
+            "2026-01-01T01:00:00Z",
+        ]))
+    };
+    let ds_root = format!("s3://{BUCKET}/datasets");
+    let on_s3 = dataset(&root, &ds_root);
+    assert!(on_s3.contains("mismatches=0"), "{on_s3}");
+    let local_ds = dir.path().join("datasets").display().to_string();
+    let on_disk = dataset(&local.display().to_string(), &local_ds);
+    let hash = |s: &str| {
+        s.lines()
+            .find(|l| l.starts_with("dataset hash"))
+            .map(str::to_owned)
+    };
+    assert!(
+        hash(&on_s3).is_some() && hash(&on_s3) == hash(&on_disk),
+        "{on_s3}\n{on_disk}"
+    );
+    let id = on_s3
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_owned();
+    let v = ok(tidemark(&s3).args(["dataset", "verify", "--data", &root, "--out", &ds_root, &id]));
+    assert!(v.contains("mismatches=0"), "{v}");
+    said += &on_s3;
     // The secret is in no output, no object and no run record.
     assert!(!said.contains(SECRET));
     assert_eq!(
