@@ -60,8 +60,13 @@ pub enum GovCmd {
     },
 }
 
+/// A connection to `brokers` with the Kafka security settings of the environment
+/// (`TIDEMARK__WIRING__KAFKA__…`, `TIDEMARK_KAFKA_…`).
 fn conn(brokers: Option<String>) -> Result<Option<tidemark_sources::KafkaConn>> {
-    Ok(brokers.map(|b| config::Profile::default().kafka_conn(Some(&b))))
+    match brokers {
+        Some(b) => Ok(Some(config::load("local")?.kafka_conn(Some(&b)))),
+        None => Ok(None),
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
