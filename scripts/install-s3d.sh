@@ -13,7 +13,9 @@ if [ -x "$ROOT/bin/tidemark-s3d" ]; then
   exit 0
 fi
 echo "tidemark-s3d: building into $ROOT"
-cargo install --locked --path . --root "$ROOT" --target-dir "${CARGO_TARGET_DIR:-target}"
+# Its own target directory: nothing else built from this tree can end up in the cache.
+cargo install --locked --path . --root "$ROOT" --target-dir "$ROOT/build"
+rm -rf "$ROOT/build"
 mkdir -p "$HOME/.cache/tidemark"
 ln -sfn "$ROOT" "$HOME/.cache/tidemark/s3d-current"
 echo "tidemark-s3d: $ROOT/bin/tidemark-s3d"
