@@ -451,8 +451,9 @@ fn seed(default: u64) -> u64 {
 }
 
 /// World seeds per topology (`TIDEMARK_KILL_SEED` runs one chosen seed instead;
-/// scripts/soak.sh runs many).
-fn seeds(defaults: [u64; 2]) -> Vec<u64> {
+/// scripts/soak.sh runs many): CI keeps to two for one worker and one for the others, which
+/// fits the 30-minute budget.
+fn seeds(defaults: &[u64]) -> Vec<u64> {
     match std::env::var("TIDEMARK_KILL_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -465,7 +466,7 @@ fn seeds(defaults: [u64; 2]) -> Vec<u64> {
 #[test]
 fn kill_matrix_one_worker() {
     let _serial = serial();
-    for s in seeds([11, 21]) {
+    for s in seeds(&[11, 21]) {
         kill_matrix(s, 1, 1);
     }
 }
@@ -473,7 +474,7 @@ fn kill_matrix_one_worker() {
 #[test]
 fn kill_matrix_two_workers() {
     let _serial = serial();
-    for s in seeds([12, 22]) {
+    for s in seeds(&[12]) {
         kill_matrix(s, 2, 1);
     }
 }
@@ -481,7 +482,7 @@ fn kill_matrix_two_workers() {
 #[test]
 fn kill_matrix_two_processes() {
     let _serial = serial();
-    for s in seeds([13, 23]) {
+    for s in seeds(&[13]) {
         kill_matrix(s, 1, 2);
     }
 }
