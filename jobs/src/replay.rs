@@ -136,9 +136,6 @@ pub fn replay(
             .unwrap_or_else(|_| r.clone()),
         s3 => s3.clone(),
     };
-    if canonical(&out) == canonical(&data) {
-        bail!("replay output must differ from the data root");
-    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -147,6 +144,9 @@ pub fn replay(
     let dst = WriteOnceStore::open(&out, rt.handle().clone())?;
     if !dst.list("")?.is_empty() {
         bail!("replay output {out} is not empty: a replay never writes over existing outputs");
+    }
+    if canonical(&out) == canonical(&data) {
+        bail!("replay output must differ from the data root");
     }
     let ms = manifests(&src)?;
     let (files, reader) = archive_inputs(
