@@ -4,15 +4,15 @@
 //! on the local filesystem, with the S3 secret in no output and no object. The continuous
 //! service on S3, with the server killed and restarted mid-run, is in `service.rs`.
 
-mod s3d;
+mod support;
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use s3d::{S3d, BUCKET, SECRET};
+use support::s3d::{S3d, BUCKET, SECRET};
+use support::truths;
 use tidemark_sinks::{PutOutcome, Root, SinkError, WriteOnceStore};
 
 fn tidemark(s3: &S3d) -> Command {
@@ -29,26 +29,6 @@ fn ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
     assert!(out.status.success(), "{:?}: {}", cmd, text(&out));
     text(&out)
-}
-
-/// Every primary-truth file under a local directory: relative path → bytes.
-fn truths(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    for sub in ["archive", "ig", "dla", "ofp"] {
-        let mut stack = vec![root.join(sub)];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else {
-                    let rel = p.strip_prefix(root).unwrap().display().to_string();
-                    out.insert(rel, std::fs::read(&p).unwrap());
-                }
-            }
-        }
-    }
-    out
 }
 
 /// Every file under `dir` that contains `needle`.
@@ -70,6 +50,29 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
         }
     }
     hits
+}
+
+/// A file-log world of 20,000 records (`seed`) under `dir` and the bounded run over it on a
+/// local directory, the reference of the S3 runs: returns (`--ingress` value, local root).
+fn world_and_local_run(s3: &S3d, dir: &Path, seed: u64, workers: usize) -> (String, PathBuf) {
+    let world = dir.join("world");
+    ok(tidemark(s3)
+        .args([
+            "world",
+            "--events",
+            "20000",
+            "--seed",
+            &seed.to_string(),
+            "--out",
+        ])
+        .arg(&world));
+    let ingress = format!("file:{}", world.display());
+    let local = dir.join("local");
+    ok(tidemark(s3)
+        .args(["run", "--profile", "local", "-w", &workers.to_string()])
+        .args(["--ingress", &ingress, "--data"])
+        .arg(&local));
+    (ingress, local)
 }
 
 fn store(s3: &S3d, prefix: &str, rt: &tokio::runtime::Runtime) -> WriteOnceStore {
@@ -154,24 +157,7 @@ fn write_once_holds_when_two_writers_race() {
 fn run_verify_replay_and_audit_on_s3_equal_the_local_run() {
     let dir = tempfile::tempdir().unwrap();
     let s3 = S3d::start(&dir.path().join("s3"));
-    let world = dir.path().join("world");
-    ok(tidemark(&s3)
-        .args(["world", "--events", "20000", "--seed", "17", "--out"])
-        .arg(&world));
-    let ingress = format!("file:{}", world.display());
-    let local = dir.path().join("local");
-    ok(tidemark(&s3)
-        .args([
-            "run",
-            "--profile",
-            "local",
-            "-w",
-            "2",
-            "--ingress",
-            &ingress,
-            "--data",
-        ])
-        .arg(&local));
+    let (ingress, local) = world_and_local_run(&s3, dir.path(), 17, 2);
     let root = format!("s3://{BUCKET}/runs/a");
     let mut said = ok(tidemark(&s3).args([
         "run",
@@ -283,15 +269,7 @@ fn run_verify_replay_and_audit_on_s3_equal_the_local_run() {
 fn lease_refuses_a_second_writer_and_is_taken_over_after_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let s3 = S3d::start(&dir.path().join("s3"));
-    let world = dir.path().join("world");
-    ok(tidemark(&s3)
-        .args(["world", "--events", "20000", "--seed", "5", "--out"])
-        .arg(&world));
-    let ingress = format!("file:{}", world.display());
-    let local = dir.path().join("local");
-    ok(tidemark(&s3)
-        .args(["run", "--profile", "local", "--ingress", &ingress, "--data"])
-        .arg(&local));
+    let (ingress, local) = world_and_local_run(&s3, dir.path(), 5, 1);
     let root = format!("s3://{BUCKET}/leased");
     let run = |s3: &S3d| {
         let mut c = tidemark(s3);

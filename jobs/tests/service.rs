@@ -7,9 +7,8 @@
 //! equal to the audit log, and the traffic/control topics holding exactly the archive's
 //! envelopes, once each. `scripts/soak.sh` runs the kill matrix over more seeds.
 
-mod s3d;
+mod support;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -20,6 +19,8 @@ use tidemark_jobs::demo::{audit_rows, decisions_from_topic};
 use tidemark_jobs::kafka::{produce_world, read_topic};
 use tidemark_jobs::world::WorldConfig;
 use tidemark_sources::KafkaConn;
+
+use support::{s3d, truths};
 
 const PROFILE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -246,26 +247,6 @@ fn assert_incomplete(data: &Path, what: &str) {
         "{what}: verify accepted an incomplete root"
     );
     assert!(text(&v).contains("incomplete"), "{what}: {}", text(&v));
-}
-
-/// Every primary-truth file (and the manifests) as path → bytes.
-fn truths(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    for sub in ["archive", "ig", "dla", "ofp"] {
-        let mut stack = vec![root.join(sub)];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else {
-                    let rel = p.strip_prefix(root).unwrap().display().to_string();
-                    out.insert(rel, std::fs::read(&p).unwrap());
-                }
-            }
-        }
-    }
-    out
 }
 
 /// The end-state checks shared by every scenario.

@@ -15,7 +15,7 @@
 //!   no-op and anything else is a conflict, so it cannot corrupt the root.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -75,12 +75,13 @@ fn now_ms() -> u64 {
 
 /// An exclusive lease on a data root, held until dropped.
 pub struct Lease {
-    inner: Inner,
+    /// Held for its `Drop`: the flock closes, the lease object is released.
+    _held: Inner,
 }
 
 enum Inner {
-    Local { _file: File, path: PathBuf },
-    Object(ObjectLease),
+    Local { _file: File },
+    Object { _lease: ObjectLease },
 }
 
 impl Lease {
@@ -96,20 +97,14 @@ impl Lease {
     ) -> Result<Lease, LeaseError> {
         let inner = match root {
             Root::Local(dir) => {
-                let (file, path) = flock(dir, holder)?;
-                Inner::Local { _file: file, path }
+                let file = flock(dir, holder)?;
+                Inner::Local { _file: file }
             }
-            Root::S3 { .. } => Inner::Object(ObjectLease::acquire(store, holder, ttl, on_lost)?),
+            Root::S3 { .. } => Inner::Object {
+                _lease: ObjectLease::acquire(store, holder, ttl, on_lost)?,
+            },
         };
-        Ok(Lease { inner })
-    }
-
-    /// Where the lease lives (for messages).
-    pub fn describe(&self) -> String {
-        match &self.inner {
-            Inner::Local { path, .. } => path.display().to_string(),
-            Inner::Object(o) => format!("{}/{LEASE_OBJECT}", o.store.description()),
-        }
+        Ok(Lease { _held: inner })
     }
 }
 
@@ -138,7 +133,7 @@ fn remove_staging(root: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn flock(root: &Path, holder: &str) -> Result<(File, PathBuf), LeaseError> {
+fn flock(root: &Path, holder: &str) -> Result<File, LeaseError> {
     use std::io::{Read, Seek, Write};
     use std::os::fd::AsRawFd;
     let path = root.join(".tidemark.lock");
@@ -168,7 +163,7 @@ fn flock(root: &Path, holder: &str) -> Result<(File, PathBuf), LeaseError> {
     file.rewind().map_err(io)?;
     writeln!(file, "{holder}").map_err(io)?;
     remove_staging(root).map_err(io)?;
-    Ok((file, path))
+    Ok(file)
 }
 
 /// A lease object on S3 and the thread renewing it.
@@ -422,40 +417,29 @@ mod tests {
         }
         let root = Root::Local(dir.path().to_path_buf());
         let store = WriteOnceStore::open(&root, rt.handle().clone()).expect("store");
-        let lease = Lease::acquire(
-            &root,
-            &store,
-            "test",
-            Duration::from_secs(30),
-            Box::new(|_| {}),
-        )
-        .expect("lease");
+        let take = |holder: &str| {
+            Lease::acquire(
+                &root,
+                &store,
+                holder,
+                Duration::from_secs(30),
+                Box::new(|_| {}),
+            )
+        };
+        let lease = take("test").expect("lease");
         let mut left: Vec<String> = std::fs::read_dir(&sub)
             .expect("list")
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
             .collect();
         left.sort();
         assert_eq!(left, ["#3", "a.parquet", "c#x"]);
-        let again = Lease::acquire(
-            &root,
-            &store,
-            "second",
-            Duration::from_secs(30),
-            Box::new(|_| {}),
-        );
+        let again = take("second");
         assert!(
             matches!(again, Err(LeaseError::Held { ref holder, .. }) if holder == "test"),
             "{:?}",
             again.err()
         );
         drop(lease);
-        assert!(Lease::acquire(
-            &root,
-            &store,
-            "third",
-            Duration::from_secs(30),
-            Box::new(|_| {})
-        )
-        .is_ok());
+        assert!(take("third").is_ok());
     }
 }

@@ -33,11 +33,6 @@ impl Root {
         }
     }
 
-    /// True for an S3 root.
-    pub fn is_s3(&self) -> bool {
-        matches!(self, Root::S3 { .. })
-    }
-
     /// A root below this one (`sub` is a `/`-separated relative path).
     pub fn join(&self, sub: &str) -> Root {
         let sub = sub.trim_matches('/');

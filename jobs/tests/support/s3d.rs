@@ -1,6 +1,3 @@
-// Shared by several test binaries; each uses a part.
-#![allow(dead_code)]
-
 //! The S3-protocol server of the tests: `tidemark-s3d` (scripts/s3d: s3s-fs with atomic
 //! conditional writes) on a loopback port, with SigV4 credentials, storing objects as files
 //! under `<dir>/<bucket>/<key>` so that it can be killed and restarted on the same data.
