@@ -27,9 +27,10 @@ use timely::dataflow::StreamVec;
 
 use tidemark_operators::decision::DecisionTag;
 use tidemark_operators::hashing::key_id;
-use tidemark_operators::keyed::{fold_max, stash, trail_boundaries};
+use tidemark_operators::keyed::{fold_max, trail_boundaries};
 use tidemark_operators::time::millis;
 use tidemark_operators::LogicalTime;
+use tidemark_operators::Pending;
 
 use crate::event::{entity_key, entity_type, Event, EventSchema, FieldId, TypeId};
 
@@ -464,7 +465,7 @@ impl<'scope> IdentityGraph<'scope> for StreamVec<'scope, LogicalTime, GraphInput
         self.binary_frontier(bound, pact, Pipeline, "IdentityGraph", move |cap0, _| {
             let mut global_max: Option<LogicalTime> = None;
             let mut trailing: Option<Capability<LogicalTime>> = Some(cap0);
-            let mut pending: tidemark_operators::keyed::Pending<GraphInput> = BTreeMap::new();
+            let mut pending: Pending<GraphInput> = Pending::new();
             let mut graph = LiveGraph::new(ttl, cap);
             let mut next_snapshot: Option<LogicalTime> = None;
             let mut version = String::new();
@@ -478,17 +479,14 @@ impl<'scope> IdentityGraph<'scope> for StreamVec<'scope, LogicalTime, GraphInput
                     };
                     for batch in data {
                         for item in batch.drain(..) {
-                            stash(&mut pending, &cap, item.time(), item);
+                            pending.stash(&cap, item.time(), item);
                         }
                     }
                 });
                 let mut out_cap: Option<Capability<LogicalTime>> = None;
                 let mut out: Vec<GraphOutput> = Vec::new();
                 loop {
-                    let next_input = pending
-                        .first_key_value()
-                        .map(|(t, _)| *t)
-                        .filter(|t| !frontier.less_equal(t));
+                    let next_input = pending.first_time().filter(|t| !frontier.less_equal(t));
                     let snap = next_snapshot.filter(|t| {
                         !frontier.less_than(t)
                             && !bound_frontier.less_than(t)
@@ -518,14 +516,14 @@ impl<'scope> IdentityGraph<'scope> for StreamVec<'scope, LogicalTime, GraphInput
                             };
                         }
                         (_, Some(t)) if next_snapshot.is_none_or(|ts| t < ts) => {
-                            let Some((cap, items)) = pending.remove(&t) else {
+                            if out_cap.is_none() {
+                                out_cap = pending.capability().cloned();
+                            }
+                            let Some((_, items)) = pending.pop_if(|_| true) else {
                                 break;
                             };
                             if snapshot_ms > 0 && next_snapshot.is_none() {
                                 next_snapshot = Some((t / snapshot_ms + 1) * snapshot_ms);
-                            }
-                            if out_cap.is_none() {
-                                out_cap = Some(cap.clone());
                             }
                             graph.expire(t);
                             for item in &items {
@@ -551,6 +549,7 @@ impl<'scope> IdentityGraph<'scope> for StreamVec<'scope, LogicalTime, GraphInput
                         _ => break,
                     }
                 }
+                pending.settle();
                 // One message per activation, not one per logical time: the capability of the
                 // earliest time processed is valid for every later one.
                 if let Some(c) = out_cap {

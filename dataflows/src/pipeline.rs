@@ -9,15 +9,15 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::{Broadcast, Map, ToStream};
-use timely::dataflow::operators::{Capability, Concat};
+use timely::dataflow::operators::Concat;
 use timely::dataflow::StreamVec;
 
 use tidemark_operators::decision::{AuditRecord, DecisionDetail, DecisionTag, SnapshotRecord};
 use tidemark_operators::hashing::{bucket_of, sha256_hex};
 use tidemark_operators::ingest::Admitted;
-use tidemark_operators::keyed::{global_max, stash, KeyedWindows, WindowOutput};
+use tidemark_operators::keyed::{global_max, KeyedWindows, WindowOutput};
 use tidemark_operators::time::millis;
-use tidemark_operators::{Failures, LogicalTime, SourceCoord};
+use tidemark_operators::{Failures, LogicalTime, Pending, SourceCoord};
 
 use crate::df::{action_intents, decision_id, score, DfPolicy, LoadedBundle, GRAPH_FEATURES};
 use crate::envelope::parse_rfc3339_millis;
@@ -373,7 +373,7 @@ fn gather<'scope, O: GatherOut>(
         Pipeline,
         "DecisionFabric",
         move |_cap, _info| {
-            let mut pending: tidemark_operators::keyed::Pending<Gather> = BTreeMap::new();
+            let mut pending: Pending<Gather> = Pending::new();
             let mut known: Postures = Vec::new();
             let b = &cfg.bundle.bundle;
             let index: Vec<Option<usize>> = b
@@ -389,8 +389,7 @@ fn gather<'scope, O: GatherOut>(
                     };
                     for batch in data {
                         for g in batch.drain(..) {
-                            let t = g.key().1;
-                            stash(&mut pending, &cap, t, g);
+                            pending.stash(&cap, g.key().1, g);
                         }
                     }
                 });
@@ -400,15 +399,11 @@ fn gather<'scope, O: GatherOut>(
                     }
                     known.sort();
                 });
-                let mut out_cap: Option<Capability<LogicalTime>> = None;
+                let out_cap = pending.capability().cloned();
                 let mut out: Vec<O> = Vec::new();
-                while let Some((&t, _)) = pending.first_key_value() {
-                    if f1.less_equal(&t) || f2.less_equal(&t) {
-                        break;
-                    }
-                    let Some((cap, items)) = pending.remove(&t) else {
-                        break;
-                    };
+                while let Some((t, items)) =
+                    pending.pop_if(|t| !f1.less_equal(&t) && !f2.less_equal(&t))
+                {
                     let posture = match known.partition_point(|p| p.0 <= t) {
                         0 => "NORMAL".to_owned(),
                         i => known[i - 1].2.clone(),
@@ -436,9 +431,6 @@ fn gather<'scope, O: GatherOut>(
                             } => e.2 = Some((size, cards, version)),
                         }
                     }
-                    if out_cap.is_none() {
-                        out_cap = Some(cap.clone());
-                    }
                     let first = out.len();
                     for (_tag, (trigger, fvals, graph)) in by_tag {
                         let Some(tr) = trigger else { continue };
@@ -449,8 +441,9 @@ fn gather<'scope, O: GatherOut>(
                     // Within a time, in event_id order (independent of arrival order).
                     out[first..].sort_by(|a, b| a.event_id().cmp(b.event_id()));
                 }
+                pending.settle();
                 // One message per activation, not one per logical time.
-                if let Some(c) = out_cap {
+                if let Some(c) = out_cap.filter(|_| !out.is_empty()) {
                     output.session(&c).give_iterator(out.drain(..));
                 }
             }
@@ -569,7 +562,7 @@ fn combine_snapshots<'scope>(
         Exchange::new(|_: &SnapIn| 0),
         "CombineSnapshots",
         move |_cap, _info| {
-            let mut pending: tidemark_operators::keyed::Pending<SnapIn> = BTreeMap::new();
+            let mut pending: Pending<SnapIn> = Pending::new();
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     let Some(cap) = cap.retain_least(output.output_index()) else {
@@ -581,15 +574,12 @@ fn combine_snapshots<'scope>(
                                 SnapIn::Part { time, .. } => *time,
                                 SnapIn::Graph { time, .. } => *time,
                             };
-                            stash(&mut pending, &cap, t, s);
+                            pending.stash(&cap, t, s);
                         }
                     }
                 });
-                while let Some((&t, _)) = pending.first_key_value() {
-                    if frontier.less_equal(&t) {
-                        break;
-                    }
-                    let Some((cap, items)) = pending.remove(&t) else {
+                while let Some((t, items)) = pending.pop_if(|t| !frontier.less_equal(&t)) {
+                    let Some(cap) = pending.capability().map(|c| c.delayed(&t)) else {
                         break;
                     };
                     // Workers report boundaries up to the global max logical time; a replay of a
@@ -627,6 +617,7 @@ fn combine_snapshots<'scope>(
                         graph_entities: entities,
                     });
                 }
+                pending.settle();
             }
         },
     )

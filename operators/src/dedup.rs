@@ -8,17 +8,15 @@
 //! passed `t`, when every candidate at `t` and before is known. Logical times travel in the data;
 //! a message's timely time is only a lower bound for the logical times it carries.
 
-use std::collections::BTreeMap;
-
 use rustc_hash::FxHashMap as HashMap;
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
 use crate::hashing::stable_hash;
+use crate::pending::Pending;
 use crate::time::LogicalTime;
 
 /// A candidate that can be deduplicated.
@@ -54,8 +52,7 @@ where
     fn dedup_window(self, window_ms: u64) -> StreamVec<'scope, LogicalTime, (D, DedupDecision)> {
         let pact = Exchange::new(|d: &D| stable_hash(d.dedup_key().as_bytes()));
         self.unary_frontier(pact, "WindowedDedup", move |_cap, _info| {
-            let mut pending: BTreeMap<LogicalTime, (Capability<LogicalTime>, Vec<D>)> =
-                BTreeMap::new();
+            let mut pending: Pending<D> = Pending::new();
             // Per key: times (and tie-breaks) seen, in increasing time order.
             let mut seen: HashMap<String, Vec<LogicalTime>> = HashMap::default();
             let mut since_sweep = 0usize;
@@ -66,25 +63,16 @@ where
                     };
                     for batch in data {
                         for d in batch.drain(..) {
-                            crate::keyed::stash(&mut pending, &cap, d.time(), d);
+                            pending.stash(&cap, d.time(), d);
                         }
                     }
                 });
-                let mut out_cap: Option<Capability<LogicalTime>> = None;
                 let mut out: Vec<(D, DedupDecision)> = Vec::new();
-                while let Some((&t, _)) = pending.first_key_value() {
-                    if frontier.less_equal(&t) {
-                        break;
-                    }
-                    let Some((cap, mut batch)) = pending.remove(&t) else {
-                        break;
-                    };
+                let out_cap = pending.capability().cloned();
+                while let Some((t, mut batch)) = pending.pop_if(|t| !frontier.less_equal(&t)) {
                     batch.sort_by(|a, b| {
                         (a.dedup_key(), a.tiebreak()).cmp(&(b.dedup_key(), b.tiebreak()))
                     });
-                    if out_cap.is_none() {
-                        out_cap = Some(cap.clone());
-                    }
                     let mut prev_key: Option<String> = None;
                     for d in batch {
                         let key = d.dedup_key();
@@ -116,10 +104,10 @@ where
                         });
                     }
                 }
-
+                pending.settle();
                 // One message per activation, not one per logical time: the capability of the
                 // earliest time processed is valid for every later one.
-                if let Some(c) = out_cap {
+                if let Some(c) = out_cap.filter(|_| !out.is_empty()) {
                     output.session(&c).give_iterator(out.drain(..));
                 }
             }

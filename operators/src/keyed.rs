@@ -22,8 +22,6 @@
 //! contribution or an expiry) are digested again. Sums combine across workers in any order, so
 //! the combined digest does not depend on the worker count.
 
-use std::collections::BTreeMap;
-
 use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap as HashMap;
@@ -34,6 +32,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
+use crate::pending::Pending;
 use crate::time::LogicalTime;
 use crate::window::{Agg, Value, WindowState};
 
@@ -45,26 +44,6 @@ pub fn fold_max<'a>(
     for m in data.flat_map(|batch| batch.drain(..)) {
         *acc = Some(acc.map_or(m, |g| g.max(m)));
     }
-}
-
-/// Buffers `item` at logical `time` under a capability for `time` (or for the message's time
-/// when that is later, which a well-formed input never has).
-pub fn stash<D>(
-    pending: &mut Pending<D>,
-    cap: &Capability<LogicalTime>,
-    time: LogicalTime,
-    item: D,
-) {
-    // Hold the capability at the item's own logical time (never below the message's): a
-    // message's time can trail the logical times it carries by a whole activation, and a
-    // buffered item must not hold the output frontier further back than its own time.
-    let e = pending
-        .entry(time)
-        .or_insert_with(|| (cap.delayed(&time.max(*cap.time())), Vec::new()));
-    if cap.time() > &time && cap.time() < e.0.time() {
-        e.0 = cap.clone();
-    }
-    e.1.push(item);
 }
 
 /// Trails a capability behind the input frontier `frontier_min`, but never past a snapshot
@@ -91,9 +70,6 @@ pub fn trail_boundaries(
         None => *trailing = None,
     }
 }
-
-/// Inputs buffered by logical time, each time with the least capability that delivered it.
-pub type Pending<D> = BTreeMap<LogicalTime, (Capability<LogicalTime>, Vec<D>)>;
 
 /// A key of keyed window state: a [`key_id`](crate::hashing::key_id) (fixed width, no String).
 pub type KeyId = u128;
@@ -419,7 +395,7 @@ where
         self.binary_frontier(bound, pact, Pipeline, "KeyedWindows", move |cap, _info| {
             let mut global_max: Option<LogicalTime> = None;
             let mut trailing: Option<Capability<LogicalTime>> = Some(cap);
-            let mut pending: Pending<GroupInput<Q>> = BTreeMap::new();
+            let mut pending: Pending<GroupInput<Q>> = Pending::new();
             let mut store = WindowStore::new(spec, snapshot_ms > 0);
             let mut next_snapshot: Option<LogicalTime> = None;
             let mut max_seen: LogicalTime = 0;
@@ -433,18 +409,14 @@ where
                     };
                     for batch in data {
                         for item in batch.drain(..) {
-                            let t = item.time;
-                            stash(&mut pending, &cap, t, item);
+                            pending.stash(&cap, item.time, item);
                         }
                     }
                 });
                 let mut out_cap: Option<Capability<LogicalTime>> = None;
                 let mut out: Vec<WindowOutput<Q>> = Vec::new();
                 loop {
-                    let next_input = pending
-                        .first_key_value()
-                        .map(|(t, _)| *t)
-                        .filter(|t| !frontier.less_equal(t));
+                    let next_input = pending.first_time().filter(|t| !frontier.less_equal(t));
                     // Boundaries are due once the frontier reaches them (state as of T needs
                     // only contributions before T).
                     let snap = next_snapshot.filter(|t| {
@@ -480,14 +452,14 @@ where
                             };
                         }
                         (_, Some(t)) if next_snapshot.is_none_or(|ts| t < ts) => {
-                            let Some((cap, items)) = pending.remove(&t) else {
+                            if out_cap.is_none() {
+                                out_cap = pending.capability().cloned();
+                            }
+                            let Some((_, items)) = pending.pop_if(|_| true) else {
                                 break;
                             };
                             if snapshot_ms > 0 && next_snapshot.is_none() {
                                 next_snapshot = Some((t / snapshot_ms + 1) * snapshot_ms);
-                            }
-                            if out_cap.is_none() {
-                                out_cap = Some(cap.clone());
                             }
                             store.expire(t);
                             // Queries first (strictly before t), then contributions at t.
@@ -514,6 +486,7 @@ where
                         _ => break,
                     }
                 }
+                pending.settle();
                 // One message per activation, not one per logical time: the capability of the
                 // earliest time processed is valid for every later one.
                 if let Some(c) = out_cap {
@@ -536,6 +509,7 @@ mod tests {
     use super::*;
     use crate::hashing::state_digest;
     use rand::{Rng, SeedableRng};
+    use std::collections::BTreeMap;
 
     #[derive(Clone)]
     struct Spec(Vec<Vec<(Agg, u64)>>);
