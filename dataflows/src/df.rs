@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use tidemark_operators::hashing::sha256_hex;
+use tidemark_operators::hashing::{sha256_hex, sha256_hex32};
 
 /// DF policy section (`[df]`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -169,8 +169,11 @@ pub fn score(
 
 /// `decision_id`: first 32 hex digits of sha256(`event_id 0x1F bundle_digest 0x1F policy_rev`).
 pub fn decision_id(event_id: &str, bundle_digest: &str, policy_rev: &str) -> String {
-    sha256_hex(format!("{event_id}\u{1f}{bundle_digest}\u{1f}{policy_rev}").as_bytes())[..32]
-        .to_owned()
+    sha256_hex32(&[
+        event_id.as_bytes(),
+        bundle_digest.as_bytes(),
+        policy_rev.as_bytes(),
+    ])
 }
 
 /// Action intents for a decision: `(action, idempotency_key)`; the key is the first 32 hex
@@ -181,7 +184,7 @@ pub fn action_intents(decision: &str, decision_id: &str) -> Vec<(String, String)
         "REVIEW" => "queue_manual_review",
         _ => return Vec::new(),
     };
-    let key = sha256_hex(format!("{decision_id}\u{1f}{action}").as_bytes())[..32].to_owned();
+    let key = sha256_hex32(&[decision_id.as_bytes(), action.as_bytes()]);
     vec![(action.to_owned(), key)]
 }
 

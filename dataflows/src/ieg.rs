@@ -32,7 +32,7 @@ use tidemark_operators::time::millis;
 use tidemark_operators::LogicalTime;
 use tidemark_operators::Pending;
 
-use crate::event::{entity_key, entity_type, Event, EventSchema, FieldId, TypeId};
+use crate::event::{entity_key, entity_type, typed_key, Event, EventSchema, FieldId, TypeId};
 
 /// Graph policy section (`[graph]`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,7 +172,7 @@ pub fn graph_inputs(
     decide: Option<DecisionTag>,
     out: &mut Vec<GraphInput>,
 ) {
-    let key = |(f, ty): &(FieldId, String)| e.field(*f).map(|v| format!("{ty}:{v}"));
+    let key = |(f, ty): &(FieldId, String)| e.field(*f).map(|v| typed_key(ty, v));
     if let Some((_, decls)) = plan.edges.iter().find(|(t, _)| e.is(*t)) {
         let pairs: Vec<(String, String)> = decls
             .iter()

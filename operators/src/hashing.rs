@@ -52,7 +52,34 @@ pub fn state_digest(a: u128, b: u128, c: i64) -> u128 {
 
 /// SHA-256 of `bytes` as lower-case hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+    lower_hex(&Sha256::digest(bytes))
+}
+
+/// The first 32 hex digits (16 bytes) of the SHA-256 of `parts` joined by the unit separator
+/// `0x1F`: the same digits as `sha256_hex(parts.join("\x1f"))[..32]`, without building the
+/// joined string.
+pub fn sha256_hex32(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            h.update([0x1F]);
+        }
+        h.update(p);
+    }
+    lower_hex(&h.finalize()[..16])
+}
+
+/// Lower-case hex of `bytes` (at most 32 of them) through a stack buffer.
+fn lower_hex(bytes: &[u8]) -> String {
+    let mut buf = [0u8; 64];
+    let n = bytes.len().min(32);
+    let out = &mut buf[..2 * n];
+    if hex::encode_to_slice(&bytes[..n], out).is_err() {
+        return hex::encode(bytes);
+    }
+    std::str::from_utf8(out)
+        .map(str::to_owned)
+        .unwrap_or_else(|_| hex::encode(bytes))
 }
 
 /// A 128-bit identity of a sequence of byte strings (BLAKE3 over each part's length and bytes,
@@ -84,6 +111,18 @@ mod tests {
             sha256_hex(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    /// The prefix digest equals the first 32 hex digits of the digest of the joined string.
+    #[test]
+    fn sha256_hex32_is_the_joined_prefix() {
+        for parts in [&["abc"][..], &["ev-1", "b3:00ff", "ig@1"], &["", ""], &[]] {
+            let bytes: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+            assert_eq!(
+                sha256_hex32(&bytes),
+                sha256_hex(parts.join("\u{1f}").as_bytes())[..32]
+            );
+        }
     }
 
     #[test]
