@@ -35,6 +35,7 @@ fn main() -> anyhow::Result<()> {
         out.manifest()?.totals.total() as f64 / wall.as_secs_f64()
     );
     let mut rates = Vec::new();
+    let mut walls = Vec::new();
     for (label, graph, workers) in [
         ("replay", true, 1usize),
         ("replay", true, 2),
@@ -48,6 +49,7 @@ fn main() -> anyhow::Result<()> {
         let r = r?;
         let per_cpu = n as f64 / cpu.as_secs_f64();
         rates.push(per_cpu);
+        walls.push(wall.as_secs_f64());
         println!(
             "{label:<22} -w {workers}: {n} events, {:.0} events/CPU-s, {:.0} events/s wall ({:.1}s CPU), {}",
             per_cpu,
@@ -60,6 +62,11 @@ fn main() -> anyhow::Result<()> {
         "ratios (per CPU-s): -w2/-w1 {:.2}; IEG disabled / enabled (-w1) {:.2}",
         rates[1] / rates[0],
         rates[2] / rates[0]
+    );
+    println!(
+        "wall speed-up of 2 workers over 1: {:.2} (IEG disabled: {:.2})",
+        walls[0] / walls[1],
+        walls[2] / walls[3]
     );
     println!("peak RSS: {:.0} MiB", tidemark_benches::peak_rss_mib());
     Ok(())
