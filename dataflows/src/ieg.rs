@@ -683,13 +683,9 @@ impl<'scope> IdentityGraph<'scope> for StreamVec<'scope, LogicalTime, GraphInput
                     let Some(cap) = cap.retain_least(output.output_index()) else {
                         return;
                     };
-                    for batch in data {
-                        for item in batch.drain(..) {
-                            pending.stash(&cap, item.time(), item);
-                        }
-                    }
+                    pending.stash_all(&cap, data, GraphInput::time);
                 });
-                let mut out_cap: Option<Capability<LogicalTime>> = None;
+                let out_cap = pending.capability().cloned();
                 let mut out: Vec<GraphOutput> = Vec::new();
                 loop {
                     let next_input = pending.first_time().filter(|t| !frontier.less_equal(t));
@@ -722,9 +718,6 @@ impl<'scope> IdentityGraph<'scope> for StreamVec<'scope, LogicalTime, GraphInput
                             };
                         }
                         (_, Some(t)) if next_snapshot.is_none_or(|ts| t < ts) => {
-                            if out_cap.is_none() {
-                                out_cap = pending.capability().cloned();
-                            }
                             let Some((_, items)) = pending.pop_if(|_| true) else {
                                 break;
                             };
@@ -758,7 +751,7 @@ impl<'scope> IdentityGraph<'scope> for StreamVec<'scope, LogicalTime, GraphInput
                 pending.settle();
                 // One message per activation, not one per logical time: the capability of the
                 // earliest time processed is valid for every later one.
-                if let Some(c) = out_cap {
+                if let Some(c) = out_cap.filter(|_| !out.is_empty()) {
                     output.session(&c).give_iterator(out.drain(..));
                 }
                 trail_boundaries(

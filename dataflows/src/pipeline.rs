@@ -387,11 +387,7 @@ fn gather<'scope, O: GatherOut>(
                     let Some(cap) = cap.retain_least(output.output_index()) else {
                         return;
                     };
-                    for batch in data {
-                        for g in batch.drain(..) {
-                            pending.stash(&cap, g.key().1, g);
-                        }
-                    }
+                    pending.stash_all(&cap, data, |g| g.key().1);
                 });
                 in2.for_each_stamp(|_cap, data| {
                     for batch in data {
@@ -568,15 +564,9 @@ fn combine_snapshots<'scope>(
                     let Some(cap) = cap.retain_least(output.output_index()) else {
                         return;
                     };
-                    for batch in data {
-                        for s in batch.drain(..) {
-                            let t = match &s {
-                                SnapIn::Part { time, .. } => *time,
-                                SnapIn::Graph { time, .. } => *time,
-                            };
-                            pending.stash(&cap, t, s);
-                        }
-                    }
+                    pending.stash_all(&cap, data, |s| match s {
+                        SnapIn::Part { time, .. } | SnapIn::Graph { time, .. } => *time,
+                    });
                 });
                 while let Some((t, items)) = pending.pop_if(|t| !frontier.less_equal(&t)) {
                     let Some(cap) = pending.capability().map(|c| c.delayed(&t)) else {

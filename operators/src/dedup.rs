@@ -61,11 +61,7 @@ where
                     let Some(cap) = cap.retain_least(output.output_index()) else {
                         return;
                     };
-                    for batch in data {
-                        for d in batch.drain(..) {
-                            pending.stash(&cap, d.time(), d);
-                        }
-                    }
+                    pending.stash_all(&cap, data, D::time);
                 });
                 let mut out: Vec<(D, DedupDecision)> = Vec::new();
                 let out_cap = pending.capability().cloned();

@@ -407,13 +407,9 @@ where
                     let Some(cap) = cap.retain_least(output.output_index()) else {
                         return;
                     };
-                    for batch in data {
-                        for item in batch.drain(..) {
-                            pending.stash(&cap, item.time, item);
-                        }
-                    }
+                    pending.stash_all(&cap, data, |i| i.time);
                 });
-                let mut out_cap: Option<Capability<LogicalTime>> = None;
+                let out_cap = pending.capability().cloned();
                 let mut out: Vec<WindowOutput<Q>> = Vec::new();
                 loop {
                     let next_input = pending.first_time().filter(|t| !frontier.less_equal(t));
@@ -452,9 +448,6 @@ where
                             };
                         }
                         (_, Some(t)) if next_snapshot.is_none_or(|ts| t < ts) => {
-                            if out_cap.is_none() {
-                                out_cap = pending.capability().cloned();
-                            }
                             let Some((_, items)) = pending.pop_if(|_| true) else {
                                 break;
                             };
@@ -489,7 +482,7 @@ where
                 pending.settle();
                 // One message per activation, not one per logical time: the capability of the
                 // earliest time processed is valid for every later one.
-                if let Some(c) = out_cap {
+                if let Some(c) = out_cap.filter(|_| !out.is_empty()) {
                     output.session(&c).give_iterator(out.drain(..));
                 }
                 trail_boundaries(

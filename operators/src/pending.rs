@@ -47,6 +47,22 @@ impl<D> Pending<D> {
         self.items.entry(time).or_default().push(item);
     }
 
+    /// Buffers every item of `batches` (drained) at its logical time, delivered under `cap`.
+    pub fn stash_all<'a>(
+        &mut self,
+        cap: &Capability<LogicalTime>,
+        batches: impl IntoIterator<Item = &'a mut Vec<D>>,
+        time: impl Fn(&D) -> LogicalTime,
+    ) where
+        D: 'a,
+    {
+        for batch in batches {
+            for item in batch.drain(..) {
+                self.stash(cap, time(&item), item);
+            }
+        }
+    }
+
     /// The earliest buffered time.
     pub fn first_time(&self) -> Option<LogicalTime> {
         self.items.first_key_value().map(|(t, _)| *t)
@@ -115,11 +131,7 @@ mod tests {
                                 let Some(cap) = cap.retain_least(output.output_index()) else {
                                     return;
                                 };
-                                for batch in data {
-                                    for t in batch.drain(..) {
-                                        pending.stash(&cap, t, t);
-                                    }
-                                }
+                                pending.stash_all(&cap, data, |t| *t);
                             });
                             while let Some((t, items)) =
                                 pending.pop_if(|t| !frontier.less_equal(&t))
