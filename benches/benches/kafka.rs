@@ -5,6 +5,8 @@
 //! (allowed_lateness 0), both the engine's own (record polled → decision handed to the
 //! producer) and end to end. The broker's own CPU is reported beside ours: it shares the 2 cores.
 //! `TIDEMARK_BENCH_EVENTS` overrides the world size (default 200k).
+//! `TIDEMARK_BENCH_OFFERED=R` skips the throughput part and probes latency at R records/s;
+//! librdkafka properties can be varied through `TIDEMARK_KAFKA_<PROPERTY>` (as for `run`).
 
 use std::time::{Duration, Instant};
 
@@ -47,6 +49,12 @@ fn main() -> anyhow::Result<()> {
     let profile = load("local")?;
     let conn = profile.kafka_conn(Some(&broker.addr()));
     ensure_topics(&conn, &profile)?;
+    if let Ok(offered) = std::env::var("TIDEMARK_BENCH_OFFERED") {
+        let offered: f64 = offered.parse()?;
+        bare_round_trip(&conn, 2_000, 500.0)?;
+        live_latency(&broker.addr(), "lowlatency", 99, offered, tmp.path())?;
+        return Ok(());
+    }
     let cfg = WorldConfig {
         events,
         ..Default::default()
@@ -165,7 +173,7 @@ fn live_latency(
     let live = WorldConfig {
         events: (offered * secs) as u64,
         seed,
-        start_ms: tidemark_jobs::wallclock::now_ms(),
+        start_ms: tidemark_jobs::kafka::live_start_ms(),
         rate_per_sec: offered,
         jitter_ms: 0,
         follow_up_scale: 0.01,
@@ -226,6 +234,7 @@ fn bare_round_trip(conn: &tidemark_sources::KafkaConn, n: u64, rate: f64) -> any
     );
     let mut reader = src.open(0)?;
     let producer = tidemark_sinks::kafka::KafkaProducer::new(&conn.client_config())?;
+    producer.wait_ready(conn.request_timeout)?;
     let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000, 3)?;
     let gap = Duration::from_secs_f64(1.0 / rate);
     let t0 = Instant::now();
@@ -256,9 +265,10 @@ fn bare_round_trip(conn: &tidemark_sources::KafkaConn, n: u64, rate: f64) -> any
             std::thread::sleep(Duration::from_micros(200));
         }
     }
-    producer.finish(Duration::from_secs(30))?;
+    let d = producer.finish(Duration::from_secs(30))?;
     println!(
-        "broker round trip (bare produce -> bare consume, {n} records at {rate:.0}/s): p50 {} ms, p95 {} ms, p99 {} ms, max {} ms",
+        "broker round trip (bare produce -> bare consume, {n} records at {rate:.0}/s, {} re-sent): p50 {} ms, p95 {} ms, p99 {} ms, max {} ms",
+        d.retried,
         h.value_at_quantile(0.5),
         h.value_at_quantile(0.95),
         h.value_at_quantile(0.99),

@@ -312,7 +312,7 @@ pub fn kafka_demo(
     let cfg = WorldConfig {
         events,
         partitions: profile.wiring.ingress_partitions,
-        start_ms: crate::wallclock::now_ms(),
+        start_ms: crate::kafka::live_start_ms(),
         rate_per_sec: rate,
         jitter_ms: 0,
         follow_up_scale: 0.01,

@@ -41,8 +41,15 @@ pub fn world_counts(cfg: &WorldConfig) -> Result<BTreeMap<u32, u64>> {
     Ok(c.0)
 }
 
+/// The start time of a live world begun now: one second ahead, so that the records of its
+/// first half second are not held back while the producer gets its producer id
+/// ([`KafkaProducer::wait_ready`]) and then sent in a burst.
+pub fn live_start_ms() -> u64 {
+    crate::wallclock::now_ms() + 1_000
+}
+
 /// Produces the world `cfg` into the ingress topic. `paced`: each record is sent when the wall
-/// clock reaches its record timestamp (give the world a `start_ms` of "now"). With `keys`,
+/// clock reaches its record timestamp (give the world a `start_ms` of [`live_start_ms`]). With `keys`,
 /// every record is signed by the key of the producer it names.
 pub fn produce_world(
     conn: &KafkaConn,
@@ -67,6 +74,9 @@ pub fn produce_world(
         );
     }
     let producer = Arc::new(KafkaProducer::new(&conn.client_config())?);
+    // A paced world starts its clock when it starts sending: the producer must be able to
+    // send by then, as a long-running upstream producer would.
+    producer.wait_ready(conn.request_timeout)?;
     let mut sink = KafkaWorldSink::new(producer, topics::INGRESS, paced).signing(keys);
     generate(cfg, &mut sink, truth).context("producing the world to Kafka")
 }

@@ -354,7 +354,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 let p = config::load(&profile)?;
                 let conn = p.kafka_conn(brokers.as_deref());
                 if let Some(rate) = live {
-                    cfg.start_ms = tidemark_jobs::wallclock::now_ms();
+                    cfg.start_ms = tidemark_jobs::kafka::live_start_ms();
                     cfg.rate_per_sec = rate;
                     cfg.jitter_ms = 0;
                     cfg.follow_up_scale = 0.01;

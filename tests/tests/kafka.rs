@@ -365,3 +365,25 @@ fn idle_partition_releases_the_frontier_and_a_straggler_is_late() {
     let straggler = receipts.iter().find(|r| r.coord.partition == 3).unwrap();
     assert_eq!(straggler.status.as_str(), "ADMITTED", "{straggler:?}");
 }
+
+#[test]
+fn producer_wait_ready_waits_for_the_producer_id_and_fails_clearly_without_a_broker() {
+    use std::time::Duration;
+    use tidemark_sinks::kafka::KafkaProducer;
+    let k = KafkaFixture::start();
+    // On a live broker the idempotent producer gets its id (librdkafka asks on a 500 ms timer
+    // after creation), and a record sent then is acknowledged.
+    let p = KafkaProducer::new(&k.conn.client_config()).unwrap();
+    p.wait_ready(Duration::from_secs(20))
+        .expect("a producer id from the local broker");
+    p.send(topics::CONTROL, Some(0), b"k", b"v", None).unwrap();
+    let d = p.finish(Duration::from_secs(30)).unwrap();
+    assert_eq!((d.sent, d.delivered, d.failed), (1, 1, 0));
+
+    // With nothing listening, the wait ends at its timeout with an error that says why.
+    let port = tidemark_jobs::broker::free_port().unwrap();
+    let dead = tidemark_sources::KafkaConn::new(format!("127.0.0.1:{port}"));
+    let p = KafkaProducer::new(&dead.client_config()).unwrap();
+    let e = p.wait_ready(Duration::from_secs(2)).unwrap_err().to_string();
+    assert!(e.contains("no producer id"), "{e}");
+}
