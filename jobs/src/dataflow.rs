@@ -189,11 +189,9 @@ pub fn build(worker: &mut Worker, w: &Wiring) {
         let warm = warm.to_stream(scope);
         let ig = gate_resumed(items, warm, resume_at, dedup_ms, policy_rev.clone());
         let mut admitted = ig.admitted;
-        let mut watch: Vec<StreamVec<'_, LogicalTime, ()>> = Vec::new();
         if let Some(p) = &w.producer {
             admitted = admitted.produce_to(p.clone(), failures.clone(), admitted_record);
         }
-        watch.push(frontier_of(admitted.clone()));
         // Decision state of a resumed run from the archive. Built on every run (empty when
         // not resuming): every worker of every process must build the same dataflow, and the
         // processes of a cluster may see the root before and after the genesis commit.
@@ -243,14 +241,12 @@ pub fn build(worker: &mut Worker, w: &Wiring) {
                 .produce_to(p.clone(), failures.clone(), decision_records);
             snapshots = snapshots.produce_to(p.clone(), failures.clone(), snapshot_pointer);
         }
-        watch.push(frontier_of(audit.clone()));
-        watch.push(frontier_of(snapshots.clone()));
         let audit_files = write_audit(
             audit.close_intervals("CloseAudit", audit_ms, |r| (r.logical_time, r.bucket)),
             w.store.clone(),
             failures.clone(),
         );
-        write_snapshots(snapshots, w.store.clone(), failures.clone())
+        let snapshots_written = write_snapshots(snapshots, w.store.clone(), failures.clone())
             .inspect(move |_| st2.snapshot());
         let closed = admitted.close_intervals("CloseArchive", interval_ms, move |a| {
             (a.logical_time, bucket_of(&a.partition_key, buckets))
@@ -296,11 +292,13 @@ pub fn build(worker: &mut Worker, w: &Wiring) {
         if let Some(p) = &w.producer {
             files = files.produce_to(p.clone(), failures.clone(), file_pointer);
         }
-        watch.push(frontier_of(files.clone()));
-        let watched = watch
-            .into_iter()
-            .reduce(|a, b| a.concat(b))
-            .unwrap_or_else(|| Vec::<()>::new().to_stream(scope));
+        // The barrier watches the two ends of the dataflow. Every published stream (admitted
+        // records, decisions, snapshot pointers, file pointers) is upstream of one of them, and
+        // a stream's frontier never runs ahead of the frontiers upstream of it, so once these
+        // pass B so has every published stream. Watching the ends rather than each published
+        // stream spares a copy of every admitted record and decision (timely clones a
+        // stream's data for each extra consumer).
+        let watched = frontier_of(files.clone()).concat(frontier_of(snapshots_written));
         let tokens = durability_barrier(
             watched,
             commit_ms,

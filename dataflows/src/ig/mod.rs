@@ -265,16 +265,19 @@ pub fn gate_resumed<'scope>(
         .dedup_window(dedup_window_ms)
         .filter(|((_, warm), _)| !warm);
     let rev = policy_rev.clone();
-    let dedup_receipts = decided.clone().map(move |((c, _), d)| {
-        let status = match d {
-            DedupDecision::First => ReceiptStatus::Admitted,
-            DedupDecision::Duplicate => ReceiptStatus::Duplicate,
-        };
-        receipt_for(&c, status, &rev)
-    });
-    let admitted = decided.flat_map(move |((c, _), d)| {
-        (d == DedupDecision::First && c.logical_time >= resume_at).then_some(c)
-    });
+    // Each decided candidate yields its receipt and, when admitted, itself: one pass, so the
+    // candidate moves on instead of being copied for a second consumer.
+    let (admitted, dedup_receipts): (Split<'scope, Candidate>, Split<'scope, Receipt>) = decided
+        .flat_map(move |((c, _), d)| {
+            let status = match d {
+                DedupDecision::First => ReceiptStatus::Admitted,
+                DedupDecision::Duplicate => ReceiptStatus::Duplicate,
+            };
+            let receipt = Err(receipt_for(&c, status, &rev));
+            let admit = (d == DedupDecision::First && c.logical_time >= resume_at).then_some(Ok(c));
+            std::iter::once(receipt).chain(admit)
+        })
+        .ok_err(|r| r);
     IgOutputs {
         admitted,
         receipts: quarantined.concat(dedup_receipts),
