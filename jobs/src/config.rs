@@ -65,6 +65,11 @@ pub struct Wiring {
     /// Default `5m`.
     #[serde(with = "humantime_serde")]
     pub ready_max_watermark_age: Duration,
+    /// Diagnostic: log (`warn`, target `tidemark::slow`) every operator activation that holds
+    /// a worker thread longer than this, naming the operator. `0s` (default) turns it off;
+    /// timing every activation costs a little CPU.
+    #[serde(with = "humantime_serde")]
+    pub slow_activation: Duration,
 }
 
 /// Kafka client security settings (librdkafka `security.protocol`, `sasl.*`, `ssl.*`).
@@ -196,6 +201,7 @@ impl Default for Wiring {
             metrics_addr: "127.0.0.1:9464".into(),
             ready_max_lag: 100_000,
             ready_max_watermark_age: Duration::from_secs(300),
+            slow_activation: Duration::ZERO,
         }
     }
 }

@@ -18,6 +18,7 @@
 //! - [`govcli`]: the `backfill` and `gov` subcommands.
 //! - [`progress`]: progress bars (terminal) or plain progress lines.
 //! - [`metrics`]: Prometheus metrics and the `/healthz`, `/readyz` endpoints of `run`.
+//! - [`slow`]: logs operator activations slower than `wiring.slow_activation` (diagnostic).
 
 pub mod backfill;
 pub mod broker;
@@ -34,6 +35,7 @@ pub mod publish;
 pub mod replay;
 pub mod resume;
 pub mod run;
+pub mod slow;
 pub mod verify;
 pub mod wallclock;
 pub mod world;

@@ -651,6 +651,7 @@ pub fn run_with(
     let guards = {
         let (wiring, halt) = (Arc::new(wiring), halt.clone());
         timely::execute(opts.cluster.config(), move |worker| {
+            crate::slow::log_slow_activations(worker, wiring.profile.wiring.slow_activation);
             crate::dataflow::build(worker, &wiring);
             while !halt.load(Ordering::Relaxed) {
                 if !worker.step_or_park(Some(Duration::from_millis(20))) {

@@ -266,3 +266,55 @@ fn dataset_backfill_and_gov_commands() {
         "{s}"
     );
 }
+
+/// `wiring.slow_activation` logs operator activations that held a worker longer than the
+/// threshold, by operator name (never the dataflow's own scope); off by default.
+#[test]
+fn slow_activations_are_logged_by_operator_when_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ingress = tmp.path().join("in");
+    run_ok(
+        tidemark()
+            .args(["world", "--events", "2000", "--seed", "4", "--out"])
+            .arg(&ingress),
+    );
+    let slow_lines = |threshold: Option<&str>, data: &str| -> Vec<serde_json::Value> {
+        let mut cmd = tidemark();
+        cmd.env("RUST_LOG", "tidemark::slow=warn")
+            .args(["--log-format", "json", "run", "--ingress"])
+            .arg(format!("file:{}", ingress.display()))
+            .arg("--data")
+            .arg(tmp.path().join(data));
+        if let Some(t) = threshold {
+            cmd.env("TIDEMARK__WIRING__SLOW_ACTIVATION", t);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        stderr
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["message"] == "slow operator activation")
+            .collect()
+    };
+    // A threshold of 1 ns: every activation is slow.
+    let lines = slow_lines(Some("1ns"), "all");
+    let ops: std::collections::BTreeSet<String> = lines
+        .iter()
+        .map(|v| v["operator"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    for op in [
+        "IngressSource",
+        "KeyedWindows",
+        "DecisionFabric",
+        "WriteArchive",
+    ] {
+        assert!(ops.contains(op), "no activation of {op} logged: {ops:?}");
+    }
+    assert!(!ops.contains("Dataflow"), "{ops:?}");
+    assert!(lines.iter().all(|v| v["ms"].as_f64().is_some()));
+    // Off by default, and a threshold no activation reaches logs nothing.
+    assert!(slow_lines(None, "off").is_empty());
+    assert!(slow_lines(Some("1h"), "hour").is_empty());
+}
