@@ -384,6 +384,9 @@ fn producer_wait_ready_waits_for_the_producer_id_and_fails_clearly_without_a_bro
     let port = tidemark_jobs::broker::free_port().unwrap();
     let dead = tidemark_sources::KafkaConn::new(format!("127.0.0.1:{port}"));
     let p = KafkaProducer::new(&dead.client_config()).unwrap();
-    let e = p.wait_ready(Duration::from_secs(2)).unwrap_err().to_string();
+    let e = p
+        .wait_ready(Duration::from_secs(2))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no producer id"), "{e}");
 }
