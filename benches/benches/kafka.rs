@@ -36,6 +36,16 @@ fn proc_cpu(pid: u32) -> Duration {
 
 fn main() -> anyhow::Result<()> {
     tidemark_jobs::tune_memory();
+    // Warnings (and `TIDEMARK__WIRING__SLOW_ACTIVATION` lines) on stderr, as the CLI logs them.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::builder()
+                .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
+                .from_env_lossy(),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     let events: u64 = tidemark_benches::env_or("TIDEMARK_BENCH_EVENTS", 200_000);
     let tmp = tempfile::tempdir()?;
     // TIDEMARK_BENCH_STORAGE=memory runs tansu's memory engine instead (faster, but it lost
