@@ -180,7 +180,7 @@ pub fn write_audit<'scope>(
         kind: FileKind::Audit,
         path: Box::new(audit_file),
         schema: audit_schema(),
-        columns: std::rc::Rc::new(audit_columns),
+        columns: std::sync::Arc::new(audit_columns),
         time: |r: &AuditRecord| r.logical_time,
     };
     write_closed(batches, format, store, failures)

@@ -129,7 +129,7 @@ impl DatasetLayout {
     /// The column builder for [`crate::writers::write_closed`].
     pub fn columns(&self) -> Columns<DatasetRow> {
         let layout = self.clone();
-        std::rc::Rc::new(move |rows: &[DatasetRow]| layout.build_columns(rows))
+        std::sync::Arc::new(move |rows: &[DatasetRow]| layout.build_columns(rows))
     }
 
     fn build_columns(&self, rows: &[DatasetRow]) -> Vec<ArrayRef> {

@@ -19,7 +19,7 @@ use tidemark_operators::{Failures, IntervalChunk, LogicalTime};
 use crate::layout;
 use crate::manifest::{FileEntry, FileKind, ReceiptCounts};
 use crate::parquet::{
-    archive_columns, archive_schema, encode_quarantine, encode_receipts, StreamingParquet,
+    archive_columns, archive_schema, encode_quarantine, encode_receipts, BackgroundParquet,
 };
 use crate::store::WriteOnceStore;
 
@@ -74,7 +74,7 @@ pub struct ClosedFormat<R> {
 
 /// One file being written: its encoder and what its entry will say.
 struct OpenFile<R> {
-    parquet: StreamingParquet<R>,
+    parquet: BackgroundParquet<R>,
     rows: u64,
     min: Option<LogicalTime>,
     max: Option<LogicalTime>,
@@ -83,7 +83,7 @@ struct OpenFile<R> {
 /// Encodes `(interval, bucket)` files from their chunks as they arrive (a file's rows never
 /// wait in memory for its interval to close) and writes each write-once when its last chunk
 /// arrives; emits one [`FileEntry`] per file. Shared by the archive and the audit log.
-pub fn write_closed<'scope, R: Clone + 'static>(
+pub fn write_closed<'scope, R: Clone + Send + 'static>(
     chunks: StreamVec<'scope, LogicalTime, IntervalChunk<R>>,
     format: ClosedFormat<R>,
     store: WriteOnceStore,
@@ -100,7 +100,7 @@ pub fn write_closed<'scope, R: Clone + 'static>(
                 for c in data.flat_map(|batch| batch.drain(..)) {
                     let path = (format.path)(c.interval_start, c.bucket);
                     let slot = open.entry((c.interval_start, c.bucket)).or_insert_with(|| {
-                        match StreamingParquet::new(
+                        match BackgroundParquet::new(
                             format.schema.clone(),
                             format.columns.clone(),
                             &path,
@@ -178,7 +178,7 @@ pub fn write_archive<'scope>(
         kind: FileKind::Archive,
         path: Box::new(layout::archive_file),
         schema: archive_schema(),
-        columns: std::rc::Rc::new(archive_columns),
+        columns: std::sync::Arc::new(archive_columns),
         time: |r: &Admitted| r.logical_time,
     };
     write_closed(batches, format, store, failures)
