@@ -232,8 +232,18 @@ impl Latency {
 pub fn output_marks(
     conn: &tidemark_sources::KafkaConn,
 ) -> Result<Vec<tidemark_operators::commit::OutputMark>, tidemark_sinks::SinkError> {
-    let marks = tidemark_sinks::kafka::high_watermarks(
-        &conn.client_config(),
+    output_marks_with(
+        &tidemark_sinks::kafka::Watermarks::new(&conn.client_config())?,
+        conn,
+    )
+}
+
+/// [`output_marks`] through a kept client.
+pub fn output_marks_with(
+    client: &tidemark_sinks::kafka::Watermarks,
+    conn: &tidemark_sources::KafkaConn,
+) -> Result<Vec<tidemark_operators::commit::OutputMark>, tidemark_sinks::SinkError> {
+    let marks = client.read(
         &[
             topics::TRAFFIC,
             topics::CONTROL,

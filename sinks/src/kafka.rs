@@ -181,6 +181,26 @@ pub struct Delivered {
     pub failed: u64,
 }
 
+/// Waits until every record `p` was given is acknowledged (or failed) and its delivery report
+/// served. rdkafka's own `flush` on a threaded producer waits in steps of 100 ms (its poll
+/// competes with the producer's polling thread for the reports), which every commit boundary
+/// paid on the worker thread; this checks the queue every millisecond instead.
+fn flush_one(p: &Inner, timeout: Duration) -> Result<(), SinkError> {
+    // A zero-timeout flush sends what lingers at once; its "timed out" is expected.
+    let _ = p.flush(Duration::ZERO);
+    let t0 = Instant::now();
+    while p.in_flight_count() > 0 {
+        if t0.elapsed() >= timeout {
+            return Err(SinkError::Kafka(format!(
+                "flush: {} records still unacknowledged after {timeout:?}",
+                p.in_flight_count()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
 impl KafkaProducer {
     /// Creates an idempotent producer from a base client configuration (bootstrap servers and
     /// any security settings).
@@ -358,8 +378,7 @@ impl KafkaProducer {
         loop {
             let retired: Vec<Inner> = self.retired.lock().map(|r| r.clone()).unwrap_or_default();
             for p in retired.iter().chain(std::iter::once(&self.producer()?)) {
-                p.flush(timeout.saturating_sub(t0.elapsed()))
-                    .map_err(|e| SinkError::Kafka(format!("flush: {e}")))?;
+                flush_one(p, timeout.saturating_sub(t0.elapsed()))?;
             }
             if self.resend_rejected()? == 0 {
                 break;
@@ -579,28 +598,52 @@ pub fn high_watermarks(
     topics: &[&str],
     timeout: Duration,
 ) -> Result<Vec<(String, u32, u64)>, SinkError> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let mut c = config.clone();
-    c.set("group.id", "tidemark-marks");
-    let consumer: BaseConsumer = c
-        .create()
-        .map_err(|e| SinkError::Kafka(format!("marks consumer: {e}")))?;
-    let mut out = Vec::new();
-    for topic in topics {
-        let md = consumer
-            .fetch_metadata(Some(topic), timeout)
-            .map_err(|e| SinkError::Kafka(format!("metadata of {topic}: {e}")))?;
-        let n = md
-            .topics()
-            .iter()
-            .find(|t| t.name() == *topic)
-            .map_or(0, |t| t.partitions().len());
-        for p in 0..n as i32 {
-            let (_, high) = consumer
-                .fetch_watermarks(topic, p, timeout)
-                .map_err(|e| SinkError::Kafka(format!("watermarks of {topic}/{p}: {e}")))?;
-            out.push(((*topic).to_owned(), p as u32, high.max(0) as u64));
-        }
+    Watermarks::new(config)?.read(topics, timeout)
+}
+
+/// A client that reads topics' high watermarks, kept for repeated reads: creating a client and
+/// connecting it took ~0.2 s, which a commit boundary used to spend on the worker thread.
+pub struct Watermarks {
+    consumer: rdkafka::consumer::BaseConsumer,
+}
+
+impl Watermarks {
+    /// A client for the cluster of `config`.
+    pub fn new(config: &ClientConfig) -> Result<Self, SinkError> {
+        let mut c = config.clone();
+        c.set("group.id", "tidemark-marks");
+        let consumer = c
+            .create()
+            .map_err(|e| SinkError::Kafka(format!("marks consumer: {e}")))?;
+        Ok(Watermarks { consumer })
     }
-    Ok(out)
+
+    /// The high watermark of every partition of `topics`, in topic order then partition order.
+    pub fn read(
+        &self,
+        topics: &[&str],
+        timeout: Duration,
+    ) -> Result<Vec<(String, u32, u64)>, SinkError> {
+        use rdkafka::consumer::Consumer;
+        let mut out = Vec::new();
+        for topic in topics {
+            let md = self
+                .consumer
+                .fetch_metadata(Some(topic), timeout)
+                .map_err(|e| SinkError::Kafka(format!("metadata of {topic}: {e}")))?;
+            let n = md
+                .topics()
+                .iter()
+                .find(|t| t.name() == *topic)
+                .map_or(0, |t| t.partitions().len());
+            for p in 0..n as i32 {
+                let (_, high) = self
+                    .consumer
+                    .fetch_watermarks(topic, p, timeout)
+                    .map_err(|e| SinkError::Kafka(format!("watermarks of {topic}/{p}: {e}")))?;
+                out.push(((*topic).to_owned(), p as u32, high.max(0) as u64));
+            }
+        }
+        Ok(out)
+    }
 }

@@ -389,4 +389,8 @@ fn producer_wait_ready_waits_for_the_producer_id_and_fails_clearly_without_a_bro
         .unwrap_err()
         .to_string();
     assert!(e.contains("no producer id"), "{e}");
+    // And a flush there ends at its timeout, saying how many records wait.
+    p.send(topics::CONTROL, Some(0), b"k", b"v", None).unwrap();
+    let e = p.flush(Duration::from_secs(1)).unwrap_err().to_string();
+    assert!(e.contains("1 records still unacknowledged"), "{e}");
 }
