@@ -38,11 +38,7 @@ fn main() -> anyhow::Result<()> {
     tidemark_jobs::tune_memory();
     // Warnings (and `TIDEMARK__WIRING__SLOW_ACTIVATION` lines) on stderr, as the CLI logs them.
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::builder()
-                .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
-                .from_env_lossy(),
-        )
+        .with_env_filter(tidemark_jobs::log_filter())
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();

@@ -93,17 +93,15 @@ fn boundary_hook(conn: &KafkaConn, cap: Option<(LogicalTime, Vec<OutputMark>)>) 
                 let mut client = client
                     .lock()
                     .map_err(|_| "marks client poisoned".to_owned())?;
-                if client.is_none() {
-                    *client = Some(
+                // Made again here if the broker was not reachable when the hook was built.
+                let client = match &mut *client {
+                    Some(c) => c,
+                    none => none.insert(
                         tidemark_sinks::kafka::Watermarks::new(&conn.client_config())
                             .map_err(|e| e.to_string())?,
-                    );
-                }
-                match client.as_ref() {
-                    Some(c) => crate::publish::output_marks_with(c, &conn),
-                    None => crate::publish::output_marks(&conn),
-                }
-                .map_err(|e| e.to_string())
+                    ),
+                };
+                crate::publish::output_marks_with(client, &conn).map_err(|e| e.to_string())
             }
         }
     })

@@ -40,6 +40,14 @@ pub mod verify;
 pub mod wallclock;
 pub mod world;
 
+/// The log filter of the CLI and the benchmarks: `RUST_LOG`, and warnings (retries, lease
+/// takeovers, slow activations) where it says nothing.
+pub fn log_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::builder()
+        .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
+        .from_env_lossy()
+}
+
 /// Process-wide memory tuning, called first thing by the CLI and the benchmarks: transparent
 /// huge pages off for this process. mimalloc returns freed memory to the OS and faults it back
 /// in; with THP each fault zeroes a 2 MiB page, which cost a quarter of a replay's CPU

@@ -296,12 +296,7 @@ fn main() {
     }
     let cli = Cli::parse();
     let logs = tracing_subscriber::fmt()
-        // Warnings (retries, lease takeovers) show unless RUST_LOG says otherwise.
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::builder()
-                .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
-                .from_env_lossy(),
-        )
+        .with_env_filter(tidemark_jobs::log_filter())
         .with_writer(std::io::stderr);
     let json = cli.log_format == "json";
     if json {

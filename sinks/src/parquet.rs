@@ -147,9 +147,10 @@ impl<R: Send + 'static> BackgroundParquet<R> {
 
     /// Hands rows (sorted, after every row pushed before) to the encoder.
     pub fn push(&mut self, rows: Vec<R>) -> Result<(), SinkError> {
-        let sent = self.tx.as_ref().map(|tx| tx.send(rows).is_ok());
-        if sent == Some(true) {
-            return Ok(());
+        if let Some(tx) = &self.tx {
+            if tx.send(rows).is_ok() {
+                return Ok(());
+            }
         }
         // The encoder stopped: it failed, and its error says why.
         self.tx = None;
@@ -560,6 +561,18 @@ mod tests {
             .is_empty());
     }
 
+    /// `rows` cut into uneven chunks: `step`, `2*step`, `3*step`, ... rows.
+    fn uneven_chunks<T>(rows: &[T], step: usize) -> Vec<&[T]> {
+        let (mut out, mut at, mut k) = (Vec::new(), 0usize, 1usize);
+        while at < rows.len() {
+            let end = (at + step * k).min(rows.len());
+            out.push(&rows[at..end]);
+            at = end;
+            k += 1;
+        }
+        out
+    }
+
     /// Pushing rows in any chunking gives the bytes of encoding them all at once.
     #[test]
     fn streaming_encoder_is_byte_identical_to_one_shot_for_any_chunking() {
@@ -573,13 +586,8 @@ mod tests {
                     "x",
                 )
                 .expect("starts");
-                // Uneven chunks: step, 2*step, 3*step, ...
-                let (mut at, mut k) = (0usize, 1usize);
-                while at < all.len() {
-                    let end = (at + step * k).min(all.len());
-                    s.push(all[at..end].iter().cloned()).expect("pushes");
-                    at = end;
-                    k += 1;
+                for chunk in uneven_chunks(&all, step) {
+                    s.push(chunk.iter().cloned()).expect("pushes");
                 }
                 let streamed = s.finish().expect("finishes");
                 assert!(
@@ -595,12 +603,8 @@ mod tests {
                     "x",
                 )
                 .expect("starts");
-                let (mut at, mut k) = (0usize, 1usize);
-                while at < all.len() {
-                    let end = (at + step * k).min(all.len());
-                    b.push(all[at..end].to_vec()).expect("pushes");
-                    at = end;
-                    k += 1;
+                for chunk in uneven_chunks(&all, step) {
+                    b.push(chunk.to_vec()).expect("pushes");
                 }
                 let background = b.finish().expect("finishes");
                 assert!(background == one_shot, "n={n} step={step}: background");
