@@ -198,11 +198,20 @@ pub fn route(group: u16, key: KeyId) -> u64 {
 /// The windows of one (group, key) with its contribution to the running digest.
 struct GroupState {
     windows: Vec<WindowState>,
+    /// The first time at which some window holds a contribution out of its window
+    /// (`LogicalTime::MAX` when all are empty): eviction at any earlier time is a no-op and
+    /// touches none of the windows (one compare instead of a cache line per window).
+    due: LogicalTime,
     /// This key's share of the worker digest as of the last boundary it was digested at.
     digest: u128,
     /// Its non-empty slots at that boundary.
     live: u64,
-    dirty: bool,
+    /// The boundary epoch at which it was last put on the dirty list by a change
+    /// (contributions), so a key changed many times between boundaries is listed once.
+    marked: u32,
+    /// The boundary epoch at which it was last digested (the dirty list may name it twice:
+    /// once for a change, once per expiry).
+    digested: u32,
 }
 
 /// Empty windows for every slot of `group`.
@@ -218,6 +227,13 @@ type ExpiryQueue = (u64, VecDeque<(LogicalTime, KeyId)>);
 
 /// The window state of one worker: every live (group, key), the running digest, and the
 /// expiry queues that evict state as soon as it falls out of every window.
+///
+/// With snapshots on, expiry is settled at snapshot boundaries only: the queue entries due by
+/// a boundary put their keys on the dirty list (no lookup), and [`Self::digest_at`] evicts,
+/// digests and drops each listed key once. Between boundaries a key is evicted lazily when it
+/// is touched (answers and contributions evict first), so answers are the same; state that
+/// left every window is dropped at the next boundary instead of at once. Without snapshots,
+/// [`Self::expire`] evicts and drops at every processed time.
 struct WindowStore<S: WindowSpec> {
     spec: S,
     keys: HashMap<(u16, KeyId), GroupState>,
@@ -226,9 +242,12 @@ struct WindowStore<S: WindowSpec> {
     expiry: Vec<Vec<ExpiryQueue>>,
     /// Per group, per slot: the index of its window in `expiry[group]`.
     slot_window: Vec<Vec<usize>>,
-    /// Keys changed since the last boundary (only kept when snapshots are on).
+    /// Keys changed or expired since the last boundary (only kept when snapshots are on; may
+    /// repeat a key).
     dirty: Vec<(u16, KeyId)>,
     track_dirty: bool,
+    /// Boundaries digested so far (+1): the epoch of changes since the last one.
+    epoch: u32,
     digest: u128,
     live: u64,
 }
@@ -242,6 +261,7 @@ impl<S: WindowSpec> WindowStore<S> {
             slot_window: Vec::new(),
             dirty: Vec::new(),
             track_dirty,
+            epoch: 1,
             digest: 0,
             live: 0,
         }
@@ -267,22 +287,35 @@ impl<S: WindowSpec> WindowStore<S> {
         }
     }
 
+    /// Evicts what is out of its window at `t` (nothing to do before `st.due`) and brings
+    /// `st.due` up to date.
     fn evict(spec: &S, group: u16, st: &mut GroupState, t: LogicalTime) {
+        if t < st.due {
+            return;
+        }
         for (ws, (_, w)) in st.windows.iter_mut().zip(spec.slots(group)) {
             ws.evict_before(t.saturating_sub(*w));
         }
+        st.due = Self::due(spec, group, st);
     }
 
-    fn mark(dirty: &mut Vec<(u16, KeyId)>, track: bool, g: u16, k: KeyId, st: &mut GroupState) {
-        if track && !st.dirty {
-            st.dirty = true;
-            dirty.push((g, k));
-        }
+    /// The first time at which a held contribution is out of its window.
+    fn due(spec: &S, group: u16, st: &GroupState) -> LogicalTime {
+        st.windows
+            .iter()
+            .zip(spec.slots(group))
+            .map(|(ws, (_, w))| ws.oldest().saturating_add(*w).saturating_add(1))
+            .min()
+            .unwrap_or(LogicalTime::MAX)
     }
 
-    /// Evicts every key with a contribution that left a window at or before `t`; drops keys
-    /// left empty (their share of the digest goes with them).
+    /// Evicts, at every processed time, each key with a contribution that left a window at or
+    /// before `t`, dropping keys left empty; with snapshots on this is left to the next
+    /// boundary ([`Self::settle_expiry`]), and this is a no-op.
     fn expire(&mut self, t: LogicalTime) {
+        if self.track_dirty {
+            return;
+        }
         for (g, windows) in self.expiry.iter_mut().enumerate() {
             let g = g as u16;
             for (_, queue) in windows.iter_mut() {
@@ -296,12 +329,25 @@ impl<S: WindowSpec> WindowStore<S> {
                     };
                     Self::evict(&self.spec, g, st, t);
                     if st.windows.iter().all(WindowState::is_empty) {
-                        self.digest = self.digest.wrapping_sub(st.digest);
-                        self.live -= st.live;
                         self.keys.remove(&(g, k));
-                    } else {
-                        Self::mark(&mut self.dirty, self.track_dirty, g, k, st);
                     }
+                }
+            }
+        }
+    }
+
+    /// Lists every key with a contribution that left a window at or before boundary `t` as
+    /// dirty, without looking it up: [`Self::digest_at`] evicts, digests and drops it.
+    fn settle_expiry(&mut self, t: LogicalTime) {
+        for (g, windows) in self.expiry.iter_mut().enumerate() {
+            let g = g as u16;
+            for (_, queue) in windows.iter_mut() {
+                while let Some(&(due, k)) = queue.front() {
+                    if due > t {
+                        break;
+                    }
+                    queue.pop_front();
+                    self.dirty.push((g, k));
                 }
             }
         }
@@ -329,9 +375,11 @@ impl<S: WindowSpec> WindowStore<S> {
         let spec = &self.spec;
         let st = self.keys.entry((group, key)).or_insert_with(|| GroupState {
             windows: fresh(spec, group),
+            due: LogicalTime::MAX,
             digest: 0,
             live: 0,
-            dirty: false,
+            marked: 0,
+            digested: 0,
         });
         Self::evict(&self.spec, group, st, t);
         let mut queued = 0u64;
@@ -344,23 +392,31 @@ impl<S: WindowSpec> WindowStore<S> {
             if wi >= 64 || queued & (1 << wi) == 0 {
                 queued |= 1u64.checked_shl(wi as u32).unwrap_or(0);
                 let (w, q) = &mut self.expiry[g][wi];
-                q.push_back((t.saturating_add(*w).saturating_add(1), key));
+                let due = t.saturating_add(*w).saturating_add(1);
+                st.due = st.due.min(due);
+                q.push_back((due, key));
             }
         }
-        Self::mark(&mut self.dirty, self.track_dirty, group, key, st);
+        if self.track_dirty && st.marked != self.epoch {
+            st.marked = self.epoch;
+            self.dirty.push((group, key));
+        }
     }
 
-    /// Brings the digest up to date as of boundary `t` (after [`Self::expire`]`(t)`): only
-    /// the keys changed since the last boundary are digested again.
+    /// Brings the digest up to date as of boundary `t`: settles expiry up to `t`, then
+    /// digests again only the keys changed or expired since the last boundary, dropping those
+    /// left empty.
     fn digest_at(&mut self, t: LogicalTime) -> (u128, u64) {
+        self.settle_expiry(t);
+        let epoch = self.epoch;
         for (g, k) in std::mem::take(&mut self.dirty) {
             let Some(st) = self.keys.get_mut(&(g, k)) else {
                 continue;
             };
-            if !st.dirty {
+            if st.digested == epoch {
                 continue;
             }
-            st.dirty = false;
+            st.digested = epoch;
             Self::evict(&self.spec, g, st, t);
             let (mut d, mut live) = (0u128, 0u64);
             for (slot, ws) in st.windows.iter().enumerate() {
@@ -377,6 +433,7 @@ impl<S: WindowSpec> WindowStore<S> {
                 self.keys.remove(&(g, k));
             }
         }
+        self.epoch += 1;
         (self.digest, self.live)
     }
 }
@@ -422,7 +479,6 @@ where
                     });
                     match (snap, next_input) {
                         (Some(ts), ni) if ni.is_none_or(|ti| ts <= ti) => {
-                            store.expire(ts);
                             let (digest, keys) = store.digest_at(ts);
                             if keys > 0 {
                                 if let Some(c) = trailing.as_ref() {

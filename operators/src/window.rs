@@ -107,6 +107,11 @@ impl WindowState {
         }
     }
 
+    /// Time of the oldest contribution held (`LogicalTime::MAX` when empty).
+    pub fn oldest(&self) -> LogicalTime {
+        self.oldest
+    }
+
     /// True when no contribution is held.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
