@@ -15,7 +15,8 @@ use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use tidemark_operators::ingest::{Admitted, Receipt, ReceiptStatus};
 use tidemark_operators::{ReasonCode, SourceCoord};
@@ -25,12 +26,35 @@ use crate::error::SinkError;
 /// Rows per Parquet row group.
 pub const ROW_GROUP_ROWS: usize = 8192;
 
+/// Columns whose values are (nearly) unique per row: a dictionary would hold every value
+/// once more and cost a hash and compare per value, only to fall back to plain encoding; their
+/// min/max statistics (long strings compared byte by byte, a third of the encoder's memcmp)
+/// serve no reader, which prunes on `logical_time`. Both are off for these columns, in every
+/// file kind that has them (docs/archive-format.md).
+const UNIQUE_COLUMNS: [&str; 9] = [
+    "event_id",
+    "envelope",
+    "decision_id",
+    "trace_id",
+    "feature_snapshot_hash",
+    "features",
+    "ts_utc",
+    "raw",
+    "detail",
+];
+
 fn props() -> WriterProperties {
-    WriterProperties::builder()
+    let mut b = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_created_by("tidemark".to_owned())
-        .build()
+        .set_created_by("tidemark".to_owned());
+    for c in UNIQUE_COLUMNS {
+        let path = ColumnPath::from(c);
+        b = b
+            .set_column_dictionary_enabled(path.clone(), false)
+            .set_column_statistics_enabled(path, EnabledStatistics::None);
+    }
+    b.build()
 }
 
 /// Encodes columns with the canonical writer properties.
