@@ -197,6 +197,8 @@ pub fn route(group: u16, key: KeyId) -> u64 {
 
 /// The windows of one (group, key) with its contribution to the running digest.
 struct GroupState {
+    group: u16,
+    key: KeyId,
     windows: Vec<WindowState>,
     /// The first time at which some window holds a contribution out of its window
     /// (`LogicalTime::MAX` when all are empty): eviction at any earlier time is a no-op and
@@ -222,29 +224,37 @@ fn fresh<S: WindowSpec>(spec: &S, group: u16) -> Vec<WindowState> {
         .collect()
 }
 
-/// A window length and its (due time, key) queue.
-type ExpiryQueue = (u64, VecDeque<(LogicalTime, KeyId)>);
+/// A window length and its (due time, state slot) queue.
+type ExpiryQueue = (u64, VecDeque<(LogicalTime, u32)>);
 
 /// The window state of one worker: every live (group, key), the running digest, and the
 /// expiry queues that evict state as soon as it falls out of every window.
 ///
+/// States live in a slab (`states`, reused through `free`), found by (group, key) through
+/// `index`; the expiry queues and the dirty list name slab slots, so settling them needs no
+/// hash lookup. A queue entry may outlive its key (the key was dropped, its slot perhaps
+/// reused by another): it then evicts or digests whatever the slot holds, which changes
+/// nothing, since eviction and digesting are idempotent.
+///
 /// With snapshots on, expiry is settled at snapshot boundaries only: the queue entries due by
-/// a boundary put their keys on the dirty list (no lookup), and [`Self::digest_at`] evicts,
-/// digests and drops each listed key once. Between boundaries a key is evicted lazily when it
-/// is touched (answers and contributions evict first), so answers are the same; state that
-/// left every window is dropped at the next boundary instead of at once. Without snapshots,
+/// a boundary put their slots on the dirty list, and [`Self::digest_at`] evicts, digests and
+/// drops each listed key once. Between boundaries a key is evicted lazily when it is touched
+/// (answers and contributions evict first), so answers are the same; state that left every
+/// window is dropped at the next boundary instead of at once. Without snapshots,
 /// [`Self::expire`] evicts and drops at every processed time.
 struct WindowStore<S: WindowSpec> {
     spec: S,
-    keys: HashMap<(u16, KeyId), GroupState>,
+    index: HashMap<(u16, KeyId), u32>,
+    states: Vec<Option<GroupState>>,
+    free: Vec<u32>,
     /// Per group: its distinct windows, each with a queue of (first time a contribution is
-    /// out of that window, key), in time order (contributions arrive in time order).
+    /// out of that window, slot), in time order (contributions arrive in time order).
     expiry: Vec<Vec<ExpiryQueue>>,
     /// Per group, per slot: the index of its window in `expiry[group]`.
     slot_window: Vec<Vec<usize>>,
-    /// Keys changed or expired since the last boundary (only kept when snapshots are on; may
-    /// repeat a key).
-    dirty: Vec<(u16, KeyId)>,
+    /// States changed or expired since the last boundary (only kept when snapshots are on;
+    /// may repeat a slot).
+    dirty: Vec<u32>,
     track_dirty: bool,
     /// Boundaries digested so far (+1): the epoch of changes since the last one.
     epoch: u32,
@@ -256,7 +266,9 @@ impl<S: WindowSpec> WindowStore<S> {
     fn new(spec: S, track_dirty: bool) -> Self {
         WindowStore {
             spec,
-            keys: HashMap::default(),
+            index: HashMap::default(),
+            states: Vec::new(),
+            free: Vec::new(),
             expiry: Vec::new(),
             slot_window: Vec::new(),
             dirty: Vec::new(),
@@ -265,6 +277,11 @@ impl<S: WindowSpec> WindowStore<S> {
             digest: 0,
             live: 0,
         }
+    }
+
+    /// True when no key holds state.
+    fn is_empty(&self) -> bool {
+        self.index.is_empty()
     }
 
     fn layout(&mut self, group: u16) {
@@ -289,74 +306,70 @@ impl<S: WindowSpec> WindowStore<S> {
 
     /// Evicts what is out of its window at `t` (nothing to do before `st.due`) and brings
     /// `st.due` up to date.
-    fn evict(spec: &S, group: u16, st: &mut GroupState, t: LogicalTime) {
+    fn evict(spec: &S, st: &mut GroupState, t: LogicalTime) {
         if t < st.due {
             return;
         }
-        for (ws, (_, w)) in st.windows.iter_mut().zip(spec.slots(group)) {
+        let slots = spec.slots(st.group);
+        for (ws, (_, w)) in st.windows.iter_mut().zip(slots) {
             ws.evict_before(t.saturating_sub(*w));
         }
-        st.due = Self::due(spec, group, st);
-    }
-
-    /// The first time at which a held contribution is out of its window.
-    fn due(spec: &S, group: u16, st: &GroupState) -> LogicalTime {
-        st.windows
+        st.due = st
+            .windows
             .iter()
-            .zip(spec.slots(group))
+            .zip(slots)
             .map(|(ws, (_, w))| ws.oldest().saturating_add(*w).saturating_add(1))
             .min()
-            .unwrap_or(LogicalTime::MAX)
+            .unwrap_or(LogicalTime::MAX);
+    }
+
+    /// Drops the state in slot `n`.
+    fn drop_state(&mut self, n: u32) {
+        if let Some(st) = self.states.get_mut(n as usize).and_then(Option::take) {
+            self.index.remove(&(st.group, st.key));
+            self.free.push(n);
+        }
     }
 
     /// Evicts, at every processed time, each key with a contribution that left a window at or
     /// before `t`, dropping keys left empty; with snapshots on this is left to the next
-    /// boundary ([`Self::settle_expiry`]), and this is a no-op.
+    /// boundary ([`Self::digest_at`]), and this is a no-op.
     fn expire(&mut self, t: LogicalTime) {
         if self.track_dirty {
             return;
         }
-        for (g, windows) in self.expiry.iter_mut().enumerate() {
-            let g = g as u16;
+        let mut emptied = Vec::new();
+        for windows in self.expiry.iter_mut() {
             for (_, queue) in windows.iter_mut() {
-                while let Some(&(due, k)) = queue.front() {
+                while let Some(&(due, n)) = queue.front() {
                     if due > t {
                         break;
                     }
                     queue.pop_front();
-                    let Some(st) = self.keys.get_mut(&(g, k)) else {
+                    let Some(Some(st)) = self.states.get_mut(n as usize) else {
                         continue;
                     };
-                    Self::evict(&self.spec, g, st, t);
-                    if st.windows.iter().all(WindowState::is_empty) {
-                        self.keys.remove(&(g, k));
+                    Self::evict(&self.spec, st, t);
+                    if st.due == LogicalTime::MAX {
+                        emptied.push(n);
                     }
                 }
             }
         }
-    }
-
-    /// Lists every key with a contribution that left a window at or before boundary `t` as
-    /// dirty, without looking it up: [`Self::digest_at`] evicts, digests and drops it.
-    fn settle_expiry(&mut self, t: LogicalTime) {
-        for (g, windows) in self.expiry.iter_mut().enumerate() {
-            let g = g as u16;
-            for (_, queue) in windows.iter_mut() {
-                while let Some(&(due, k)) = queue.front() {
-                    if due > t {
-                        break;
-                    }
-                    queue.pop_front();
-                    self.dirty.push((g, k));
-                }
-            }
+        for n in emptied {
+            self.drop_state(n);
         }
     }
 
     fn answer(&mut self, group: u16, key: KeyId, t: LogicalTime) -> Vec<Option<i64>> {
-        match self.keys.get_mut(&(group, key)) {
+        let state = self
+            .index
+            .get(&(group, key))
+            .and_then(|n| self.states.get_mut(*n as usize))
+            .and_then(Option::as_mut);
+        match state {
             Some(st) => {
-                Self::evict(&self.spec, group, st, t);
+                Self::evict(&self.spec, st, t);
                 st.windows.iter().map(|w| w.value(t)).collect()
             }
             // An unknown key: the values of empty windows.
@@ -369,19 +382,43 @@ impl<S: WindowSpec> WindowStore<S> {
         }
     }
 
-    fn add(&mut self, group: u16, key: KeyId, t: LogicalTime, adds: Vec<(u16, Value)>) {
-        self.layout(group);
-        let g = group as usize;
-        let spec = &self.spec;
-        let st = self.keys.entry((group, key)).or_insert_with(|| GroupState {
-            windows: fresh(spec, group),
+    /// The slab slot of (group, key), created empty if absent.
+    fn slot(&mut self, group: u16, key: KeyId) -> u32 {
+        if let Some(n) = self.index.get(&(group, key)) {
+            return *n;
+        }
+        let st = GroupState {
+            group,
+            key,
+            windows: fresh(&self.spec, group),
             due: LogicalTime::MAX,
             digest: 0,
             live: 0,
             marked: 0,
             digested: 0,
-        });
-        Self::evict(&self.spec, group, st, t);
+        };
+        let n = match self.free.pop() {
+            Some(n) => {
+                self.states[n as usize] = Some(st);
+                n
+            }
+            None => {
+                self.states.push(Some(st));
+                (self.states.len() - 1) as u32
+            }
+        };
+        self.index.insert((group, key), n);
+        n
+    }
+
+    fn add(&mut self, group: u16, key: KeyId, t: LogicalTime, adds: Vec<(u16, Value)>) {
+        self.layout(group);
+        let g = group as usize;
+        let n = self.slot(group, key);
+        let Some(Some(st)) = self.states.get_mut(n as usize) else {
+            return;
+        };
+        Self::evict(&self.spec, st, t);
         let mut queued = 0u64;
         for (slot, value) in adds {
             let Some(ws) = st.windows.get_mut(slot as usize) else {
@@ -394,34 +431,45 @@ impl<S: WindowSpec> WindowStore<S> {
                 let (w, q) = &mut self.expiry[g][wi];
                 let due = t.saturating_add(*w).saturating_add(1);
                 st.due = st.due.min(due);
-                q.push_back((due, key));
+                q.push_back((due, n));
             }
         }
         if self.track_dirty && st.marked != self.epoch {
             st.marked = self.epoch;
-            self.dirty.push((group, key));
+            self.dirty.push(n);
         }
     }
 
-    /// Brings the digest up to date as of boundary `t`: settles expiry up to `t`, then
-    /// digests again only the keys changed or expired since the last boundary, dropping those
-    /// left empty.
+    /// Brings the digest up to date as of boundary `t`: lists the slots with expiry due by
+    /// `t`, then digests again only the keys changed or expired since the last boundary,
+    /// dropping those left empty.
     fn digest_at(&mut self, t: LogicalTime) -> (u128, u64) {
-        self.settle_expiry(t);
+        for windows in self.expiry.iter_mut() {
+            for (_, queue) in windows.iter_mut() {
+                while let Some(&(due, n)) = queue.front() {
+                    if due > t {
+                        break;
+                    }
+                    queue.pop_front();
+                    self.dirty.push(n);
+                }
+            }
+        }
         let epoch = self.epoch;
-        for (g, k) in std::mem::take(&mut self.dirty) {
-            let Some(st) = self.keys.get_mut(&(g, k)) else {
+        let mut emptied = Vec::new();
+        for n in std::mem::take(&mut self.dirty) {
+            let Some(Some(st)) = self.states.get_mut(n as usize) else {
                 continue;
             };
             if st.digested == epoch {
                 continue;
             }
             st.digested = epoch;
-            Self::evict(&self.spec, g, st, t);
+            Self::evict(&self.spec, st, t);
             let (mut d, mut live) = (0u128, 0u64);
             for (slot, ws) in st.windows.iter().enumerate() {
                 if let Some(s) = ws.state() {
-                    d = d.wrapping_add(self.spec.digest(g, slot as u16, k, s));
+                    d = d.wrapping_add(self.spec.digest(st.group, slot as u16, st.key, s));
                     live += 1;
                 }
             }
@@ -430,8 +478,11 @@ impl<S: WindowSpec> WindowStore<S> {
             st.digest = d;
             st.live = live;
             if live == 0 {
-                self.keys.remove(&(g, k));
+                emptied.push(n);
             }
+        }
+        for n in emptied {
+            self.drop_state(n);
         }
         self.epoch += 1;
         (self.digest, self.live)
@@ -497,7 +548,7 @@ where
                                     ));
                                 }
                             }
-                            next_snapshot = if store.keys.is_empty() {
+                            next_snapshot = if store.is_empty() {
                                 None
                             } else {
                                 Some(ts + snapshot_ms)
@@ -599,9 +650,11 @@ mod tests {
             ],
             vec![(Agg::Max, 10), (Agg::Min, 40)],
         ]);
-        for seed in 0..20u64 {
+        // With snapshots (digests, expiry settled at boundaries) and without (expiry at every
+        // time).
+        for (seed, track) in (0..20u64).flat_map(|s| [(s, true), (s, false)]) {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-            let mut store = WindowStore::new(spec.clone(), true);
+            let mut store = WindowStore::new(spec.clone(), track);
             // (group, key, slot) -> contributions (time, value).
             let mut all: BTreeMap<(u16, KeyId, u16), Vec<(u64, i64)>> = BTreeMap::new();
             let (mut t, snapshot) = (0u64, 25u64);
@@ -609,7 +662,7 @@ mod tests {
             for _ in 0..600 {
                 // Strictly increasing: all queries at t come before the contributions at t.
                 t += rng.random_range(1..6u64);
-                while next_boundary <= t {
+                while track && next_boundary <= t {
                     let b = next_boundary;
                     store.expire(b);
                     let (digest, live) = store.digest_at(b);
@@ -627,15 +680,24 @@ mod tests {
                         "seed {seed} boundary {b}"
                     );
                     // Keys whose windows are all empty are gone.
-                    for ((g, k), st) in &store.keys {
+                    for st in store.states.iter().flatten() {
                         assert!(
                             st.windows.iter().any(|w| !w.is_empty()),
-                            "{g} {k} kept empty"
+                            "{} {} kept empty",
+                            st.group,
+                            st.key
                         );
                     }
+                    assert_eq!(store.index.len(), store.states.iter().flatten().count());
                     next_boundary += snapshot;
                 }
                 store.expire(t);
+                if !track {
+                    // Keys whose every contribution is out of its window by t are gone.
+                    for st in store.states.iter().flatten() {
+                        assert!(st.due > t, "seed {seed}: {} kept past its windows", st.key);
+                    }
+                }
                 for _ in 0..rng.random_range(0..3) {
                     let (g, k) = (rng.random_range(0..2u16), rng.random_range(0..6u128));
                     let got = store.answer(g, k, t);
