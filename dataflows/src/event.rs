@@ -70,6 +70,11 @@ impl EventSchema {
 }
 
 /// An admitted event with the payload fields its schema names.
+///
+/// The event owns its envelope text (moved from the admitted row, not copied); every string it
+/// exposes is a span of that text, except a JSON string with escapes, which is unescaped once
+/// into its own buffer. Parsing an event therefore allocates its field vector and nothing per
+/// field.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
     /// Logical time assigned by IG.
@@ -82,17 +87,43 @@ pub struct Event {
     pub coord: SourceCoord,
     /// Ingress record timestamp (Kafka record timestamp), kept as provenance.
     pub record_ts: u64,
-    /// `ts_utc` as sent.
-    pub ts_utc: String,
-    /// Optional envelope ids (empty when absent).
-    pub trace_id: String,
-    /// Envelope `run_id`.
-    pub run_id: String,
-    /// Envelope `scenario_id`.
-    pub scenario_id: String,
+    /// The canonical envelope the spans below point into.
+    envelope: String,
+    /// `ts_utc` as sent; `trace_id`, `run_id`, `scenario_id` (empty when absent).
+    ids: [Option<Text>; 4],
     /// Payload fields by [`FieldId`], rendered as strings (strings as-is, numbers and booleans
     /// in their canonical JSON form); `None` when absent or null.
-    values: Vec<Option<Box<str>>>,
+    values: Vec<Option<Text>>,
+}
+
+/// A string of an [`Event`]: a byte range of its envelope, or (a JSON string with escapes)
+/// the unescaped text.
+#[derive(Clone, Debug, PartialEq)]
+enum Text {
+    Span(u32, u32),
+    Owned(Box<str>),
+}
+
+impl Text {
+    /// `s`, borrowed from `base` (a span) when it lies inside it, else owned.
+    fn of(s: Cow<'_, str>, base: &str) -> Text {
+        if let Cow::Borrowed(b) = &s {
+            let start = (b.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
+            if start <= base.len() && b.len() <= base.len() - start {
+                if let (Ok(x), Ok(y)) = (u32::try_from(start), u32::try_from(start + b.len())) {
+                    return Text::Span(x, y);
+                }
+            }
+        }
+        Text::Owned(s.into_owned().into())
+    }
+
+    fn get<'a>(&'a self, base: &'a str) -> &'a str {
+        match self {
+            Text::Span(x, y) => base.get(*x as usize..*y as usize).unwrap_or(""),
+            Text::Owned(s) => s,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -112,7 +143,8 @@ struct Envelope<'a> {
 /// Deserializes a payload object into the schema's field vector.
 struct Payload<'s> {
     schema: &'s EventSchema,
-    values: &'s mut Vec<Option<Box<str>>>,
+    base: &'s str,
+    values: &'s mut Vec<Option<Text>>,
 }
 
 impl<'de> DeserializeSeed<'de> for Payload<'_> {
@@ -136,13 +168,17 @@ impl<'de> Visitor<'de> for Payload<'_> {
             let raw: &'de RawValue = map.next_value()?;
             let text = raw.get();
             let value = match text.as_bytes().first() {
-                Some(b'"') => Some(
-                    serde_json::from_str::<Cow<str>>(text)
+                // A JSON string without escapes is its bytes between the quotes.
+                Some(b'"') if !text.contains('\\') && text.len() >= 2 => text
+                    .get(1..text.len() - 1)
+                    .map(|inner| Text::of(Cow::Borrowed(inner), self.base)),
+                Some(b'"') => Some(Text::Owned(
+                    serde_json::from_str::<String>(text)
                         .map_err(serde::de::Error::custom)?
                         .into(),
-                ),
+                )),
                 _ if text == "null" => None,
-                _ => Some(text.into()),
+                _ => Some(Text::of(Cow::Borrowed(text), self.base)),
             };
             if let Some(slot) = self.values.get_mut(f.0 as usize) {
                 *slot = value;
@@ -155,39 +191,83 @@ impl<'de> Visitor<'de> for Payload<'_> {
 impl Event {
     /// Parses an admitted row; `None` if its envelope is not the canonical JSON IG wrote.
     pub fn parse(a: &Admitted, schema: &EventSchema) -> Option<Event> {
-        let env: Envelope = serde_json::from_str(&a.envelope).ok()?;
+        Event::parse_owned(a.clone(), schema).ok()
+    }
+
+    /// [`Event::parse`] taking the row, whose envelope text the event then owns (no copy);
+    /// `Err(event_id)` if its envelope is not canonical.
+    pub fn parse_owned(a: Admitted, schema: &EventSchema) -> Result<Event, String> {
+        let base = a.envelope.as_str();
+        let Ok(env) = serde_json::from_str::<Envelope>(base) else {
+            return Err(a.event_id);
+        };
         let mut values = vec![None; schema.fields.len()];
         if let Some(p) = env.payload {
             let mut de = serde_json::Deserializer::from_str(p.get());
-            Payload {
+            let parsed = Payload {
                 schema,
+                base,
                 values: &mut values,
             }
-            .deserialize(&mut de)
-            .ok()?;
+            .deserialize(&mut de);
+            if parsed.is_err() {
+                return Err(a.event_id);
+            }
         }
-        let own = |s: Option<Cow<str>>| s.map(Cow::into_owned).unwrap_or_default();
-        Some(Event {
+        let text = |s: Option<Cow<str>>| s.map(|s| Text::of(s, base));
+        let ids = [
+            text(env.ts_utc),
+            text(env.trace_id),
+            text(env.run_id),
+            text(env.scenario_id),
+        ];
+        let kind = schema
+            .types
+            .iter()
+            .position(|t| *t == a.event_type)
+            .map(|i| TypeId(i as u16));
+        Ok(Event {
             time: a.logical_time,
-            event_id: a.event_id.clone(),
-            kind: schema
-                .types
-                .iter()
-                .position(|t| *t == a.event_type)
-                .map(|i| TypeId(i as u16)),
+            event_id: a.event_id,
+            kind,
             coord: a.coord,
             record_ts: a.record_ts,
-            ts_utc: own(env.ts_utc),
-            trace_id: own(env.trace_id),
-            run_id: own(env.run_id),
-            scenario_id: own(env.scenario_id),
+            envelope: a.envelope,
+            ids,
             values,
         })
     }
 
+    fn id(&self, i: usize) -> &str {
+        self.ids[i].as_ref().map_or("", |t| t.get(&self.envelope))
+    }
+
+    /// `ts_utc` as sent.
+    pub fn ts_utc(&self) -> &str {
+        self.id(0)
+    }
+
+    /// Envelope `trace_id` (empty when absent).
+    pub fn trace_id(&self) -> &str {
+        self.id(1)
+    }
+
+    /// Envelope `run_id` (empty when absent).
+    pub fn run_id(&self) -> &str {
+        self.id(2)
+    }
+
+    /// Envelope `scenario_id` (empty when absent).
+    pub fn scenario_id(&self) -> &str {
+        self.id(3)
+    }
+
     /// A payload field as a string.
     pub fn field(&self, f: FieldId) -> Option<&str> {
-        self.values.get(f.0 as usize)?.as_deref()
+        self.values
+            .get(f.0 as usize)?
+            .as_ref()
+            .map(|t| t.get(&self.envelope))
     }
 
     /// A payload field as an integer.
@@ -263,9 +343,19 @@ mod tests {
         assert_eq!(e.field(ok), Some("false"));
         assert_eq!(e.field(note), None);
         assert_eq!(e.field(gone), None);
-        assert_eq!(e.ts_utc, "2026-01-01T00:00:00Z");
-        assert_eq!(e.trace_id, "t");
-        assert_eq!(e.run_id, "");
+        assert_eq!(e.ts_utc(), "2026-01-01T00:00:00Z");
+        assert_eq!(e.trace_id(), "t");
+        assert_eq!(e.run_id(), "");
+        assert_eq!(e.scenario_id(), "");
+        // Escaped strings are unescaped, in the envelope ids too.
+        let e = Event::parse(
+            &admitted(r#"{"ts_utc":"2026-01-01T00:00:00Z","trace_id":"a\/b","payload":{"card_id":"x\ty","amount_minor":7}}"#),
+            &s,
+        )
+        .expect("parses");
+        assert_eq!(e.trace_id(), "a/b");
+        assert_eq!(e.field(card), Some("x\ty"));
+        assert_eq!(e.int(amt), Some(7));
         assert!(Event::parse(&admitted("not json"), &s).is_none());
     }
 }

@@ -185,13 +185,15 @@ pub fn decide<'scope>(
     let c0 = cfg.clone();
     let mut seq = 0u64;
     let events = admitted.flat_map(move |a| {
-        let e = Event::parse(&a, &schema).map(std::rc::Rc::new);
-        if e.is_none() {
-            failures.push(format!(
-                "bug: admitted event {} has a non-canonical envelope",
-                a.event_id
-            ));
-        }
+        let e = match Event::parse_owned(a, &schema) {
+            Ok(e) => Some(std::rc::Rc::new(e)),
+            Err(event_id) => {
+                failures.push(format!(
+                    "bug: admitted event {event_id} has a non-canonical envelope"
+                ));
+                None
+            }
+        };
         e.map(|e| {
             let tag = (e.is(decision_type) && c0.in_range(e.time)).then(|| {
                 seq += 1;
@@ -276,10 +278,10 @@ pub fn decide<'scope>(
                     event_id: e.event_id.clone(),
                     coord: e.coord,
                     record_ts: e.record_ts,
-                    ts_utc: e.ts_utc.clone(),
-                    trace_id: e.trace_id.clone(),
-                    run_id: e.run_id.clone(),
-                    scenario_id: e.scenario_id.clone(),
+                    ts_utc: e.ts_utc().to_owned(),
+                    trace_id: e.trace_id().to_owned(),
+                    run_id: e.run_id().to_owned(),
+                    scenario_id: e.scenario_id().to_owned(),
                     keys: key_fields
                         .iter()
                         .map(|f| e.field(*f).map(str::to_owned))
