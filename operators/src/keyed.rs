@@ -338,7 +338,25 @@ impl<S: WindowSpec> WindowStore<S> {
         if self.track_dirty {
             return;
         }
+        let mut due = Vec::new();
+        self.pop_due(t, &mut due);
         let mut emptied = Vec::new();
+        for n in due {
+            let Some(Some(st)) = self.states.get_mut(n as usize) else {
+                continue;
+            };
+            Self::evict(&self.spec, st, t);
+            if st.due == LogicalTime::MAX {
+                emptied.push(n);
+            }
+        }
+        for n in emptied {
+            self.drop_state(n);
+        }
+    }
+
+    /// Takes every expiry queue entry due by `t`, appending its slot to `out`.
+    fn pop_due(&mut self, t: LogicalTime, out: &mut Vec<u32>) {
         for windows in self.expiry.iter_mut() {
             for (_, queue) in windows.iter_mut() {
                 while let Some(&(due, n)) = queue.front() {
@@ -346,18 +364,9 @@ impl<S: WindowSpec> WindowStore<S> {
                         break;
                     }
                     queue.pop_front();
-                    let Some(Some(st)) = self.states.get_mut(n as usize) else {
-                        continue;
-                    };
-                    Self::evict(&self.spec, st, t);
-                    if st.due == LogicalTime::MAX {
-                        emptied.push(n);
-                    }
+                    out.push(n);
                 }
             }
-        }
-        for n in emptied {
-            self.drop_state(n);
         }
     }
 
@@ -444,20 +453,11 @@ impl<S: WindowSpec> WindowStore<S> {
     /// `t`, then digests again only the keys changed or expired since the last boundary,
     /// dropping those left empty.
     fn digest_at(&mut self, t: LogicalTime) -> (u128, u64) {
-        for windows in self.expiry.iter_mut() {
-            for (_, queue) in windows.iter_mut() {
-                while let Some(&(due, n)) = queue.front() {
-                    if due > t {
-                        break;
-                    }
-                    queue.pop_front();
-                    self.dirty.push(n);
-                }
-            }
-        }
+        let mut dirty = std::mem::take(&mut self.dirty);
+        self.pop_due(t, &mut dirty);
         let epoch = self.epoch;
         let mut emptied = Vec::new();
-        for n in std::mem::take(&mut self.dirty) {
+        for n in dirty {
             let Some(Some(st)) = self.states.get_mut(n as usize) else {
                 continue;
             };
