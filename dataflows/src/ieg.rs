@@ -86,7 +86,7 @@ pub enum GraphInput {
         /// Logical time.
         time: LogicalTime,
         /// Entity pairs.
-        pairs: Vec<(String, String)>,
+        pairs: Vec<(Entity, Entity)>,
     },
     /// Cluster of `card` as of `time` for a decision.
     Query {
@@ -94,9 +94,39 @@ pub enum GraphInput {
         time: LogicalTime,
         /// The decision.
         tag: DecisionTag,
-        /// The card entity key.
-        card: String,
+        /// The card entity.
+        card: Entity,
     },
+}
+
+/// An entity key with its [`key_id`], computed where the event is parsed (on every worker),
+/// not on the worker holding the graph.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entity {
+    /// `key_id(name)`.
+    id: u128,
+    /// The typed key, e.g. `card:c-17`.
+    name: String,
+}
+
+impl Entity {
+    /// The entity of a typed key.
+    pub fn new(name: String) -> Self {
+        Entity {
+            id: key_id(name.as_bytes()),
+            name,
+        }
+    }
+
+    /// `key_id` of the key.
+    pub fn id(&self) -> u128 {
+        self.id
+    }
+
+    /// The typed key.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 impl GraphInput {
@@ -174,10 +204,11 @@ pub fn graph_inputs(
 ) {
     let key = |(f, ty): &(FieldId, String)| e.field(*f).map(|v| typed_key(ty, v));
     if let Some((_, decls)) = plan.edges.iter().find(|(t, _)| e.is(*t)) {
-        let pairs: Vec<(String, String)> = decls
+        let pairs: Vec<(Entity, Entity)> = decls
             .iter()
             .filter_map(|(a, b)| Some((key(a)?, key(b)?)))
             .filter(|(a, b)| a != b)
+            .map(|(a, b)| (Entity::new(a), Entity::new(b)))
             .collect();
         if !pairs.is_empty() {
             out.push(GraphInput::Edges {
@@ -191,7 +222,7 @@ pub fn graph_inputs(
             out.push(GraphInput::Query {
                 time: e.time,
                 tag,
-                card: entity_key("card_id", card),
+                card: Entity::new(entity_key("card_id", card)),
             });
         }
     }
@@ -354,8 +385,7 @@ impl LiveGraph {
         self.nodes.get(n as usize).and_then(Option::as_ref)
     }
 
-    fn intern(&mut self, name: &str) -> u32 {
-        let id = key_id(name.as_bytes());
+    fn intern(&mut self, id: u128, name: &str) -> u32 {
         if let Some(&n) = self.index.get(&id) {
             return n;
         }
@@ -402,7 +432,16 @@ impl LiveGraph {
 
     /// Adds or refreshes an undirected edge at `s` (times arrive in order).
     pub fn add(&mut self, a: &str, b: &str, s: LogicalTime) {
-        let (x, y) = (self.intern(a), self.intern(b));
+        self.add_keyed((key_id(a.as_bytes()), a), (key_id(b.as_bytes()), b), s);
+    }
+
+    /// [`Self::add`] of two [`Entity`]s (their `key_id`s computed already).
+    pub fn add_entities(&mut self, a: &Entity, b: &Entity, s: LogicalTime) {
+        self.add_keyed((a.id, &a.name), (b.id, &b.name), s);
+    }
+
+    fn add_keyed(&mut self, a: (u128, &str), b: (u128, &str), s: LogicalTime) {
+        let (x, y) = (self.intern(a.0, a.1), self.intern(b.0, b.1));
         self.touch(x);
         self.touch(y);
         for (u, v) in [(x, y), (y, x)] {
@@ -427,8 +466,17 @@ impl LiveGraph {
 
     /// (size, cards) of the cluster of `start` as of `t`.
     pub fn cluster(&mut self, start: &str, t: LogicalTime) -> (i64, i64) {
+        self.cluster_keyed(key_id(start.as_bytes()), start, t)
+    }
+
+    /// [`Self::cluster`] of an [`Entity`] (its `key_id` computed already).
+    pub fn cluster_of(&mut self, start: &Entity, t: LogicalTime) -> (i64, i64) {
+        self.cluster_keyed(start.id, &start.name, t)
+    }
+
+    fn cluster_keyed(&mut self, id: u128, start: &str, t: LogicalTime) -> (i64, i64) {
         let is_card = start.starts_with("card:");
-        let Some(&s) = self.index.get(&key_id(start.as_bytes())) else {
+        let Some(&s) = self.index.get(&id) else {
             return (1, i64::from(is_card));
         };
         if self.is_hub(s, t) {
@@ -727,7 +775,7 @@ impl<'scope> IdentityGraph<'scope> for StreamVec<'scope, LogicalTime, GraphInput
                             graph.expire(t);
                             for item in &items {
                                 if let GraphInput::Query { time, tag, card } = item {
-                                    let (size, cards) = graph.cluster(card, *time);
+                                    let (size, cards) = graph.cluster_of(card, *time);
                                     out.push(GraphOutput::Answer {
                                         tag: *tag,
                                         time: *time,
@@ -740,7 +788,7 @@ impl<'scope> IdentityGraph<'scope> for StreamVec<'scope, LogicalTime, GraphInput
                             for item in items {
                                 if let GraphInput::Edges { time, pairs } = item {
                                     for (a, b) in &pairs {
-                                        graph.add(a, b, time);
+                                        graph.add_entities(a, b, time);
                                     }
                                 }
                             }
