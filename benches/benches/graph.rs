@@ -15,7 +15,7 @@ use differential_dataflow::operators::iterate::Iterate;
 use timely::dataflow::operators::probe::Handle;
 
 use tidemark_benches::measure;
-use tidemark_dataflows::ieg::{GraphPolicy, LiveGraph};
+use tidemark_dataflows::ieg::{Entity, GraphPolicy, LiveGraph};
 use tidemark_jobs::world::{generate, FileLogSink, WorldConfig};
 
 #[global_allocator]
@@ -23,6 +23,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// (time, pairs of typed entity keys, card key if a transaction).
 type Ev = (u64, Vec<(String, String)>, Option<String>);
+
+/// An [`Ev`] as the graph's worker receives it: entities with their key ids.
+type KeyedEv = (u64, Vec<(Entity, Entity)>, Option<Entity>);
 
 fn events(dir: &std::path::Path, policy: &GraphPolicy) -> Result<Vec<Ev>> {
     let mut out = Vec::new();
@@ -143,10 +146,21 @@ fn main() -> Result<()> {
     let ttl = policy.edge_ttl.as_millis() as u64;
     let snapshot = Duration::from_secs(600).as_millis() as u64;
 
+    // Entities as the graph's worker receives them: key ids computed where events are parsed.
+    let keyed: Vec<KeyedEv> = evs
+        .iter()
+        .map(|(s, pairs, card)| {
+            let pairs = pairs
+                .iter()
+                .map(|(a, b)| (Entity::new(a.clone()), Entity::new(b.clone())))
+                .collect();
+            (*s, pairs, card.clone().map(Entity::new))
+        })
+        .collect();
     let (wall, cpu, ()) = measure(|| {
         let mut g = LiveGraph::new(ttl, policy.degree_cap);
         let mut next = evs.first().map_or(0, |e| (e.0 / snapshot + 1) * snapshot);
-        for (s, pairs, card) in &evs {
+        for (s, pairs, card) in &keyed {
             while next <= *s {
                 g.expire(next);
                 std::hint::black_box(g.version(next));

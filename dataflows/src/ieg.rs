@@ -117,16 +117,6 @@ impl Entity {
             name,
         }
     }
-
-    /// `key_id` of the key.
-    pub fn id(&self) -> u128 {
-        self.id
-    }
-
-    /// The typed key.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
 }
 
 impl GraphInput {
@@ -385,7 +375,8 @@ impl LiveGraph {
         self.nodes.get(n as usize).and_then(Option::as_ref)
     }
 
-    fn intern(&mut self, id: u128, name: &str) -> u32 {
+    fn intern(&mut self, e: &Entity) -> u32 {
+        let (id, name) = (e.id, e.name.as_str());
         if let Some(&n) = self.index.get(&id) {
             return n;
         }
@@ -431,17 +422,8 @@ impl LiveGraph {
     }
 
     /// Adds or refreshes an undirected edge at `s` (times arrive in order).
-    pub fn add(&mut self, a: &str, b: &str, s: LogicalTime) {
-        self.add_keyed((key_id(a.as_bytes()), a), (key_id(b.as_bytes()), b), s);
-    }
-
-    /// [`Self::add`] of two [`Entity`]s (their `key_id`s computed already).
-    pub fn add_entities(&mut self, a: &Entity, b: &Entity, s: LogicalTime) {
-        self.add_keyed((a.id, &a.name), (b.id, &b.name), s);
-    }
-
-    fn add_keyed(&mut self, a: (u128, &str), b: (u128, &str), s: LogicalTime) {
-        let (x, y) = (self.intern(a.0, a.1), self.intern(b.0, b.1));
+    pub fn add(&mut self, a: &Entity, b: &Entity, s: LogicalTime) {
+        let (x, y) = (self.intern(a), self.intern(b));
         self.touch(x);
         self.touch(y);
         for (u, v) in [(x, y), (y, x)] {
@@ -465,18 +447,9 @@ impl LiveGraph {
     }
 
     /// (size, cards) of the cluster of `start` as of `t`.
-    pub fn cluster(&mut self, start: &str, t: LogicalTime) -> (i64, i64) {
-        self.cluster_keyed(key_id(start.as_bytes()), start, t)
-    }
-
-    /// [`Self::cluster`] of an [`Entity`] (its `key_id` computed already).
-    pub fn cluster_of(&mut self, start: &Entity, t: LogicalTime) -> (i64, i64) {
-        self.cluster_keyed(start.id, &start.name, t)
-    }
-
-    fn cluster_keyed(&mut self, id: u128, start: &str, t: LogicalTime) -> (i64, i64) {
-        let is_card = start.starts_with("card:");
-        let Some(&s) = self.index.get(&id) else {
+    pub fn cluster(&mut self, start: &Entity, t: LogicalTime) -> (i64, i64) {
+        let is_card = start.name.starts_with("card:");
+        let Some(&s) = self.index.get(&start.id) else {
             return (1, i64::from(is_card));
         };
         if self.is_hub(s, t) {
@@ -775,7 +748,7 @@ impl<'scope> IdentityGraph<'scope> for StreamVec<'scope, LogicalTime, GraphInput
                             graph.expire(t);
                             for item in &items {
                                 if let GraphInput::Query { time, tag, card } = item {
-                                    let (size, cards) = graph.cluster_of(card, *time);
+                                    let (size, cards) = graph.cluster(card, *time);
                                     out.push(GraphOutput::Answer {
                                         tag: *tag,
                                         time: *time,
@@ -788,7 +761,7 @@ impl<'scope> IdentityGraph<'scope> for StreamVec<'scope, LogicalTime, GraphInput
                             for item in items {
                                 if let GraphInput::Edges { time, pairs } = item {
                                     for (a, b) in &pairs {
-                                        graph.add_entities(a, b, time);
+                                        graph.add(a, b, time);
                                     }
                                 }
                             }
@@ -909,7 +882,7 @@ mod tests {
                 g.expire(t);
                 let a = format!("card:{}", rng.random_range(0..pool));
                 let b = format!("device:{}", rng.random_range(0..devices));
-                g.add(&a, &b, t);
+                g.add(&Entity::new(a.clone()), &Entity::new(b.clone()), t);
                 events.push((a, b, t));
                 spilled += g
                     .nodes

@@ -338,21 +338,19 @@ impl<S: WindowSpec> WindowStore<S> {
         if self.track_dirty {
             return;
         }
-        let mut due = Vec::new();
+        // The dirty list is unused without snapshots: it serves as the scratch buffer.
+        let mut due = std::mem::take(&mut self.dirty);
         self.pop_due(t, &mut due);
-        let mut emptied = Vec::new();
-        for n in due {
+        for n in due.drain(..) {
             let Some(Some(st)) = self.states.get_mut(n as usize) else {
                 continue;
             };
             Self::evict(&self.spec, st, t);
             if st.due == LogicalTime::MAX {
-                emptied.push(n);
+                self.drop_state(n);
             }
         }
-        for n in emptied {
-            self.drop_state(n);
-        }
+        self.dirty = due;
     }
 
     /// Takes every expiry queue entry due by `t`, appending its slot to `out`.
@@ -456,8 +454,7 @@ impl<S: WindowSpec> WindowStore<S> {
         let mut dirty = std::mem::take(&mut self.dirty);
         self.pop_due(t, &mut dirty);
         let epoch = self.epoch;
-        let mut emptied = Vec::new();
-        for n in dirty {
+        for n in dirty.drain(..) {
             let Some(Some(st)) = self.states.get_mut(n as usize) else {
                 continue;
             };
@@ -478,12 +475,11 @@ impl<S: WindowSpec> WindowStore<S> {
             st.digest = d;
             st.live = live;
             if live == 0 {
-                emptied.push(n);
+                self.drop_state(n);
             }
         }
-        for n in emptied {
-            self.drop_state(n);
-        }
+        // Keep the buffer's capacity for the next interval.
+        self.dirty = dirty;
         self.epoch += 1;
         (self.digest, self.live)
     }
