@@ -12,7 +12,7 @@ use tidemark_dataflows::ig::{IgPolicy, LatePolicy};
 use tidemark_jobs::config::Profile;
 use tidemark_jobs::world::WorldConfig;
 use tidemark_operators::ingest::ReceiptStatus;
-use tidemark_tests::{make_world, read_log, read_receipts, run_ig, write_log};
+use tidemark_tests::{make_world, read_archive, read_log, read_receipts, run_ig, write_log};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Expect {
@@ -412,6 +412,30 @@ fn dataflow_receipts_match_sequential_oracle_on_random_worlds() {
                 r.coord, profile.ig
             );
             *reasons.entry(e.reason.unwrap_or("ADMITTED")).or_default() += 1;
+        }
+        // Every admitted envelope is the input's JSON with IG's fields added, rendered as
+        // serde_json renders a `Value` (sorted keys, no whitespace): an independent canonical
+        // form of the same bytes.
+        let archive = read_archive(&data);
+        assert!(!archive.is_empty(), "seed {seed}: nothing admitted");
+        for a in &archive {
+            let raw = &log[a.coord.partition as usize][a.coord.offset as usize].1;
+            let mut v: Value = serde_json::from_slice(raw).expect("admitted records parse");
+            let obj = v.as_object_mut().expect("an object");
+            let policy_rev = serde_json::from_str::<Value>(&a.envelope).unwrap()["policy_rev"]
+                .as_str()
+                .expect("policy_rev")
+                .to_owned();
+            assert!(!policy_rev.is_empty());
+            obj.insert("logical_time".into(), a.logical_time.into());
+            obj.insert("late_clamped".into(), a.late_clamped.into());
+            obj.insert("partition_key".into(), a.partition_key.clone().into());
+            obj.insert(
+                "source".into(),
+                serde_json::json!({"partition": a.coord.partition, "offset": a.coord.offset}),
+            );
+            obj.insert("policy_rev".into(), policy_rev.into());
+            assert_eq!(a.envelope, v.to_string(), "seed {seed}: {:?}", a.coord);
         }
         // The random worlds must actually exercise the interesting paths.
         assert!(

@@ -5,7 +5,7 @@
 pub mod rules;
 pub mod strict;
 
-use serde_json::{Map, Value};
+use strict::{Json, Object};
 
 use crate::ig::IgPolicy;
 use tidemark_operators::ReasonCode;
@@ -161,11 +161,11 @@ pub fn is_control(event_type: &str) -> bool {
     CONTROL_TYPES.contains(&event_type)
 }
 
-/// An envelope that passed every stateless check.
+/// An envelope that passed every stateless check, borrowing from the record's bytes.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Validated {
+pub struct Validated<'a> {
     /// The parsed envelope object (keys sorted).
-    pub object: Map<String, Value>,
+    pub object: Object<'a>,
     /// `event_id`.
     pub event_id: String,
     /// `event_type`.
@@ -198,22 +198,22 @@ pub fn parse_rfc3339_millis(s: &str) -> Option<u64> {
     u64::try_from(dt.timestamp_millis()).ok()
 }
 
-fn type_ok(kind: Kind, v: &Value) -> bool {
+fn type_ok(kind: Kind, v: &Json<'_>) -> bool {
     match kind {
-        Kind::Str | Kind::Id | Kind::Currency | Kind::Country | Kind::Ip => v.is_string(),
-        Kind::Int | Kind::Amount => v.is_i64(),
-        Kind::Bool => v.is_boolean(),
+        Kind::Str | Kind::Id | Kind::Currency | Kind::Country | Kind::Ip => v.as_str().is_some(),
+        Kind::Int | Kind::Amount => v.as_i64().is_some(),
+        Kind::Bool => matches!(v, Json::Bool(_)),
         Kind::Rfc3339 => v.as_str().and_then(parse_rfc3339_millis).is_some(),
         Kind::Hex64 => v
             .as_str()
             .is_some_and(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())),
-        Kind::Object => v.is_object(),
+        Kind::Object => v.as_object().is_some(),
         Kind::OneOf(options) => v.as_str().is_some_and(|s| options.contains(&s)),
     }
 }
 
 /// The value rule of a well-typed field (`Ok` for kinds without one).
-fn value_ok(kind: Kind, v: &Value, policy: &IgPolicy) -> Result<(), String> {
+fn value_ok(kind: Kind, v: &Json<'_>, policy: &IgPolicy) -> Result<(), String> {
     let s = || v.as_str().unwrap_or_default();
     match kind {
         Kind::Id => rules::id(s()),
@@ -228,13 +228,13 @@ fn value_ok(kind: Kind, v: &Value, policy: &IgPolicy) -> Result<(), String> {
 /// Checks `specs` against `obj` in three passes (presence, then types, then value rules), so
 /// the reason of a record with several faults does not depend on field order.
 fn check_fields(
-    obj: &Map<String, Value>,
+    obj: &Object<'_>,
     specs: &[FieldSpec],
     prefix: &str,
     policy: &IgPolicy,
 ) -> Result<(), Rejection> {
     for spec in specs.iter().filter(|s| s.required) {
-        if obj.get(spec.name).is_none_or(Value::is_null) {
+        if obj.get(spec.name).is_none_or(Json::is_null) {
             return Err(reject(
                 ReasonCode::MissingField,
                 format!("{prefix}{}", spec.name),
@@ -267,7 +267,7 @@ fn check_fields(
 /// duplicate keys are malformed), envelope presence, types and values, reserved fields, event
 /// type, schema version, payload presence, types and values, producer allowlist.
 /// Signature and time-dependent checks (skew, lateness, dedup) come after.
-pub fn validate(bytes: &[u8], policy: &IgPolicy) -> Result<Validated, Rejection> {
+pub fn validate<'a>(bytes: &'a [u8], policy: &IgPolicy) -> Result<Validated<'a>, Rejection> {
     if bytes.len() > policy.max_record_bytes {
         return Err(reject(
             ReasonCode::PayloadTooLarge,
@@ -276,7 +276,7 @@ pub fn validate(bytes: &[u8], policy: &IgPolicy) -> Result<Validated, Rejection>
     }
     let value =
         strict::from_slice(bytes).map_err(|e| reject(ReasonCode::MalformedJson, e.to_string()))?;
-    let Value::Object(object) = value else {
+    let Json::Object(object) = value else {
         return Err(reject(ReasonCode::MalformedJson, "not a JSON object"));
     };
     check_fields(&object, ENVELOPE, "", policy)?;
@@ -286,7 +286,7 @@ pub fn validate(bytes: &[u8], policy: &IgPolicy) -> Result<Validated, Rejection>
     let str_of = |k: &str| {
         object
             .get(k)
-            .and_then(Value::as_str)
+            .and_then(Json::as_str)
             .unwrap_or_default()
             .to_owned()
     };
@@ -296,7 +296,7 @@ pub fn validate(bytes: &[u8], policy: &IgPolicy) -> Result<Validated, Rejection>
     };
     let version = object
         .get("schema_version")
-        .and_then(Value::as_i64)
+        .and_then(Json::as_i64)
         .unwrap_or_default();
     if !policy.schema_versions.contains(&version) {
         return Err(reject(
@@ -305,7 +305,7 @@ pub fn validate(bytes: &[u8], policy: &IgPolicy) -> Result<Validated, Rejection>
         ));
     }
     let payload = match object.get("payload") {
-        Some(Value::Object(p)) => p,
+        Some(Json::Object(p)) => p,
         _ => return Err(reject(ReasonCode::BadType, "payload: expected Object")),
     };
     check_fields(payload, schema, "payload.", policy)?;
@@ -318,11 +318,11 @@ pub fn validate(bytes: &[u8], policy: &IgPolicy) -> Result<Validated, Rejection>
     }
     let partition_key = payload
         .get("account_id")
-        .and_then(Value::as_str)
+        .and_then(Json::as_str)
         .map_or_else(|| event_type.clone(), str::to_owned);
     let event_time = object
         .get("ts_utc")
-        .and_then(Value::as_str)
+        .and_then(Json::as_str)
         .and_then(parse_rfc3339_millis)
         .ok_or_else(|| reject(ReasonCode::BadType, "ts_utc"))?;
     Ok(Validated {

@@ -13,7 +13,7 @@ pub mod signing;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use std::borrow::Cow;
 use timely::dataflow::operators::vec::{Filter, Map};
 use timely::dataflow::operators::Concat;
 use timely::dataflow::StreamVec;
@@ -22,6 +22,7 @@ use tidemark_operators::dedup::{DedupDecision, WindowedDedup};
 pub use tidemark_operators::ingest::{Admitted, Candidate, Receipt, ReceiptStatus};
 use tidemark_operators::{LogicalTime, PartitionClock, RawRecord, RecordStamper, Stamped};
 
+use crate::envelope::strict::{Json, Object};
 use crate::envelope::{validate, Rejection};
 use tidemark_operators::ReasonCode;
 
@@ -102,7 +103,7 @@ impl RecordStamper for IgStamper {
 
     fn stamp(
         &mut self,
-        rec: RawRecord,
+        mut rec: RawRecord,
         clock: &mut PartitionClock,
         floor: LogicalTime,
     ) -> Stamped<IgItem> {
@@ -110,13 +111,37 @@ impl RecordStamper for IgStamper {
             Ok(s) => s,
             Err(rej) => return Stamped::Now(self.quarantine(rec, rej, None)),
         };
-        let v = match validate(&rec.bytes, &self.policy) {
-            Ok(v) => v,
-            Err(rej) => return Stamped::Now(self.quarantine(rec, rej, None)),
-        };
-        let id = Some((v.event_id.clone(), v.event_type.clone()));
+        // The checks borrow the bytes while the record itself moves into a receipt on
+        // rejection: take them out, and put them back for the receipt.
+        let bytes = std::mem::take(&mut rec.bytes);
+        match self.admit(&bytes, signer, &rec, clock, floor) {
+            Ok(candidate) => Stamped::At(candidate.logical_time, IgItem::Candidate(candidate)),
+            Err((rej, id)) => {
+                rec.bytes = bytes;
+                Stamped::Now(self.quarantine(rec, rej, id))
+            }
+        }
+    }
+}
+
+/// A rejection, with the (event_id, event_type) of the envelope when it was read that far.
+type Refusal = (Rejection, Option<(String, String)>);
+
+impl IgStamper {
+    /// Every IG check after the signature, in order; on admission, the candidate with its canonical
+    /// envelope (sorted keys, IG fields added) written straight from the parsed document.
+    fn admit(
+        &self,
+        bytes: &[u8],
+        signer: Option<String>,
+        rec: &RawRecord,
+        clock: &mut PartitionClock,
+        floor: LogicalTime,
+    ) -> Result<Candidate, Refusal> {
+        let v = validate(bytes, &self.policy).map_err(|rej| (rej, None))?;
+        let id = || Some((v.event_id.clone(), v.event_type.clone()));
         if let Some(signer) = signer {
-            let producer = v.object.get("producer").and_then(Value::as_str);
+            let producer = v.object.get("producer").and_then(Json::as_str);
             if producer != Some(signer.as_str()) {
                 let rej = Rejection {
                     reason: ReasonCode::BadSignature,
@@ -125,12 +150,10 @@ impl RecordStamper for IgStamper {
                         producer.unwrap_or_default()
                     ),
                 };
-                return Stamped::Now(self.quarantine(rec, rej, id));
+                return Err((rej, id()));
             }
         }
-        if let Err(rej) = clock_skew(v.event_time, rec.record_ts, &self.policy) {
-            return Stamped::Now(self.quarantine(rec, rej, id));
-        }
+        clock_skew(v.event_time, rec.record_ts, &self.policy).map_err(|rej| (rej, id()))?;
         let watermark = clock.stamp_watermark().max(floor);
         let (logical_time, late_clamped) = if v.event_time >= watermark {
             // The watermark advances by the event time only as far as the record timestamp
@@ -147,36 +170,43 @@ impl RecordStamper for IgStamper {
                         reason: ReasonCode::LateEvent,
                         detail,
                     };
-                    return Stamped::Now(self.quarantine(rec, rej, id));
+                    return Err((rej, id()));
                 }
             }
         };
         let mut object = v.object;
-        object.insert("logical_time".into(), Value::from(logical_time));
-        object.insert("late_clamped".into(), Value::from(late_clamped));
-        object.insert("partition_key".into(), Value::from(v.partition_key.clone()));
+        let num = |n: u64| Json::Number(n.into());
+        object.insert("logical_time", num(logical_time));
+        object.insert("late_clamped", Json::Bool(late_clamped));
         object.insert(
-            "source".into(),
-            serde_json::json!({"partition": rec.coord.partition, "offset": rec.coord.offset}),
+            "partition_key",
+            Json::Str(Cow::Borrowed(v.partition_key.as_str())),
         );
-        object.insert(
-            "policy_rev".into(),
-            Value::from(self.policy_rev.to_string()),
-        );
-        let envelope = Value::Object(object).to_string();
-        Stamped::At(
+        let mut source = Object::default();
+        source.insert("partition", num(u64::from(rec.coord.partition)));
+        source.insert("offset", num(rec.coord.offset));
+        object.insert("source", Json::Object(source));
+        object.insert("policy_rev", Json::Str(Cow::Borrowed(&self.policy_rev)));
+        let mut envelope = Vec::with_capacity(bytes.len() + 160);
+        Json::Object(object).write_canonical(&mut envelope);
+        // Canonical JSON of a document parsed from UTF-8 is UTF-8.
+        let envelope = String::from_utf8(envelope).map_err(|e| {
+            let rej = Rejection {
+                reason: ReasonCode::MalformedJson,
+                detail: format!("canonical envelope is not UTF-8: {e}"),
+            };
+            (rej, id())
+        })?;
+        Ok(Candidate {
             logical_time,
-            IgItem::Candidate(Candidate {
-                logical_time,
-                event_id: v.event_id,
-                coord: rec.coord,
-                event_type: v.event_type,
-                partition_key: v.partition_key,
-                record_ts: rec.record_ts,
-                late_clamped,
-                envelope,
-            }),
-        )
+            event_id: v.event_id,
+            coord: rec.coord,
+            event_type: v.event_type,
+            partition_key: v.partition_key,
+            record_ts: rec.record_ts,
+            late_clamped,
+            envelope,
+        })
     }
 }
 
