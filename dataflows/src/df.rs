@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use tidemark_operators::decision::{Decision, Posture};
 use tidemark_operators::hashing::{sha256_hex, sha256_hex32};
 
 /// DF policy section (`[df]`).
@@ -106,7 +107,7 @@ pub const GRAPH_FEATURES: [&str; 2] = ["cluster_size", "cluster_cards"];
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scored {
     /// ALLOW | REVIEW | BLOCK.
-    pub decision: &'static str,
+    pub decision: Decision,
     /// `sigmoid((intercept + Σ w·f(x)) / temperature)`.
     pub score: f64,
     /// Reason codes.
@@ -122,7 +123,7 @@ pub fn score(
     b: &Bundle,
     policy: &DfPolicy,
     values: &[Option<i64>],
-    posture: &str,
+    posture: Posture,
     amount_minor: i64,
 ) -> Scored {
     let mut z = b.intercept;
@@ -138,11 +139,11 @@ pub fn score(
         contribs.push((c, f.name.as_str(), f.reason.as_str()));
     }
     let p = sigmoid(z / b.temperature);
-    if posture == "SAFE" {
+    if posture == Posture::Safe {
         let decision = if amount_minor >= policy.safe_review_amount_minor {
-            "REVIEW"
+            Decision::Review
         } else {
-            "ALLOW"
+            Decision::Allow
         };
         return Scored {
             decision,
@@ -154,11 +155,11 @@ pub fn score(
     contribs.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
     let reasons = contribs.iter().take(3).map(|c| c.2.to_owned()).collect();
     let decision = if p >= policy.block_threshold {
-        "BLOCK"
+        Decision::Block
     } else if p >= policy.review_threshold {
-        "REVIEW"
+        Decision::Review
     } else {
-        "ALLOW"
+        Decision::Allow
     };
     Scored {
         decision,
@@ -178,11 +179,11 @@ pub fn decision_id(event_id: &str, bundle_digest: &str, policy_rev: &str) -> Str
 
 /// Action intents for a decision: `(action, idempotency_key)`; the key is the first 32 hex
 /// digits of sha256(`decision_id 0x1F action`).
-pub fn action_intents(decision: &str, decision_id: &str) -> Vec<(String, String)> {
+pub fn action_intents(decision: Decision, decision_id: &str) -> Vec<(String, String)> {
     let action = match decision {
-        "BLOCK" => "decline_authorization",
-        "REVIEW" => "queue_manual_review",
-        _ => return Vec::new(),
+        Decision::Block => "decline_authorization",
+        Decision::Review => "queue_manual_review",
+        Decision::Allow => return Vec::new(),
     };
     let key = sha256_hex32(&[decision_id.as_bytes(), action.as_bytes()]);
     vec![(action.to_owned(), key)]
@@ -215,33 +216,33 @@ mod tests {
             &bundle(),
             &p,
             &[Some(1), Some(1), None, Some(0)],
-            "NORMAL",
+            Posture::Normal,
             0,
         );
         // z = -1 + 1 + 1 = 1 → p = 0.731
         assert!((s.score - 1.0 / (1.0 + (-1.0f64).exp())).abs() < 1e-12);
-        assert_eq!(s.decision, "REVIEW");
+        assert_eq!(s.decision, Decision::Review);
         // Ties broken by name; zero/negative contributions are not reasons.
         assert_eq!(s.reasons, vec!["A", "B"]);
         let s = score(
             &bundle(),
             &p,
             &[Some(1), Some(1), Some(3), None],
-            "NORMAL",
+            Posture::Normal,
             0,
         );
-        assert_eq!(s.decision, "BLOCK");
+        assert_eq!(s.decision, Decision::Block);
         assert_eq!(s.reasons, vec!["C", "A", "B"]);
         let s = score(
             &bundle(),
             &p,
             &[Some(1), Some(1), Some(3), None],
-            "SAFE",
+            Posture::Safe,
             10,
         );
         assert_eq!(
             (s.decision, s.reasons[0].as_str()),
-            ("ALLOW", "SAFE_FALLBACK")
+            (Decision::Allow, "SAFE_FALLBACK")
         );
     }
 
@@ -249,7 +250,10 @@ mod tests {
     fn ids_are_stable_functions_of_their_inputs() {
         assert_eq!(decision_id("e", "d", "r"), decision_id("e", "d", "r"));
         assert_ne!(decision_id("e", "d", "r"), decision_id("e", "d", "r2"));
-        assert!(action_intents("ALLOW", "x").is_empty());
-        assert_eq!(action_intents("BLOCK", "x")[0].0, "decline_authorization");
+        assert!(action_intents(Decision::Allow, "x").is_empty());
+        assert_eq!(
+            action_intents(Decision::Block, "x")[0].0,
+            "decline_authorization"
+        );
     }
 }

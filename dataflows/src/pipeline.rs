@@ -12,7 +12,9 @@ use timely::dataflow::operators::vec::{Broadcast, Map, ToStream};
 use timely::dataflow::operators::Concat;
 use timely::dataflow::StreamVec;
 
-use tidemark_operators::decision::{AuditRecord, DecisionDetail, DecisionTag, SnapshotRecord};
+use tidemark_operators::decision::{
+    AuditRecord, DecisionDetail, DecisionTag, Posture, SnapshotRecord,
+};
 use tidemark_operators::hashing::{bucket_of, sha256_hex};
 use tidemark_operators::ingest::Admitted;
 use tidemark_operators::keyed::{global_max, KeyedWindows, WindowOutput};
@@ -296,7 +298,10 @@ pub fn decide<'scope>(
                 (
                     e.time,
                     e.coord,
-                    e.field(posture_field).unwrap_or("NORMAL").to_owned(),
+                    // IG admitted only the three spellings.
+                    e.field(posture_field)
+                        .and_then(|p| p.parse().ok())
+                        .unwrap_or(Posture::Normal),
                 )
             })
         })
@@ -321,7 +326,7 @@ pub fn decide<'scope>(
     }
 }
 
-type Postures = Vec<(LogicalTime, SourceCoord, String)>;
+type Postures = Vec<(LogicalTime, SourceCoord, Posture)>;
 
 /// What one decision has gathered: its trigger, OFP values (one per feature), and
 /// (size, cards, graph_version).
@@ -364,7 +369,7 @@ impl GatherOut for Result<AuditRecord, Box<DecisionDetail>> {
 
 fn gather<'scope, O: GatherOut>(
     input: StreamVec<'scope, LogicalTime, Gather>,
-    postures: StreamVec<'scope, LogicalTime, (LogicalTime, SourceCoord, String)>,
+    postures: StreamVec<'scope, LogicalTime, (LogicalTime, SourceCoord, Posture)>,
     spec: FeatureSpec,
     cfg: Arc<DecisionConfig>,
 ) -> StreamVec<'scope, LogicalTime, O> {
@@ -403,8 +408,8 @@ fn gather<'scope, O: GatherOut>(
                     pending.pop_if(|t| !f1.less_equal(&t) && !f2.less_equal(&t))
                 {
                     let posture = match known.partition_point(|p| p.0 <= t) {
-                        0 => "NORMAL".to_owned(),
-                        i => known[i - 1].2.clone(),
+                        0 => Posture::Normal,
+                        i => known[i - 1].2,
                     };
                     let mut by_tag: BTreeMap<DecisionTag, Gathered> = BTreeMap::new();
                     let n = cfg.features.len();
@@ -432,8 +437,7 @@ fn gather<'scope, O: GatherOut>(
                     let first = out.len();
                     for (_tag, (trigger, fvals, graph)) in by_tag {
                         let Some(tr) = trigger else { continue };
-                        let (audit, detail) =
-                            audit_record(&cfg, &index, tr, fvals, graph, &posture);
+                        let (audit, detail) = audit_record(&cfg, &index, tr, fvals, graph, posture);
                         O::emit(audit, detail, &mut out);
                     }
                     // Within a time, in event_id order (independent of arrival order).
@@ -467,7 +471,7 @@ fn audit_record(
     tr: Trigger,
     fvals: Vec<Option<i64>>,
     graph: Option<(i64, i64, String)>,
-    posture: &str,
+    posture: Posture,
 ) -> (AuditRecord, Option<DecisionDetail>) {
     let b = &cfg.bundle.bundle;
     let mut mask = Vec::new();
@@ -476,7 +480,7 @@ fn audit_record(
         .iter()
         .zip(index)
         .map(|(f, idx)| match f.name.as_str() {
-            "cluster_size" | "cluster_cards" if posture == "DEGRADED" => {
+            "cluster_size" | "cluster_cards" if posture == Posture::Degraded => {
                 mask.push(f.name.clone());
                 None
             }
@@ -499,7 +503,7 @@ fn audit_record(
     let intents = action_intents(s.decision, &id);
     let detail = cfg.details.then(|| {
         // The graph features as DF uses them: masked under DEGRADED.
-        let used = graph.as_ref().filter(|_| posture != "DEGRADED");
+        let used = graph.as_ref().filter(|_| posture != Posture::Degraded);
         DecisionDetail {
             logical_time: tr.time,
             event_id: tr.event_id.clone(),
@@ -510,8 +514,8 @@ fn audit_record(
             cluster_size: used.map(|g| g.0),
             cluster_cards: used.map(|g| g.1),
             score: s.score,
-            decision: s.decision.to_owned(),
-            posture: posture.to_owned(),
+            decision: s.decision,
+            posture,
             degrade_mask: mask.clone(),
         }
     });
@@ -523,7 +527,7 @@ fn audit_record(
         decision_id: id,
         trace_id: tr.trace_id,
         ts_utc: tr.ts_utc,
-        decision: s.decision.to_owned(),
+        decision: s.decision,
         score: s.score,
         reasons: json(&s.reasons),
         bundle_id: b.id.clone(),
@@ -531,7 +535,7 @@ fn audit_record(
         bundle_digest: cfg.bundle.digest.clone(),
         policy_rev: cfg.policy_rev.clone(),
         graph_version: graph.map(|g| g.2).unwrap_or_default(),
-        posture: posture.to_owned(),
+        posture,
         degrade_mask: json(&mask),
         source_partition: tr.coord.partition,
         source_offset: tr.coord.offset,

@@ -19,6 +19,7 @@ use crate::replay::{read_audit, replay, ReplayOutcome};
 use crate::run::{run, run_with, Ingress, RunOptions, RunOutcome};
 use crate::verify::verify;
 use crate::world::{generate, FileLogSink, WorldConfig};
+use tidemark_operators::decision::Decision;
 use tidemark_operators::time::millis;
 
 /// Writes the world `cfg` as a file log in `out` with `truth.csv` and `world.json`.
@@ -117,7 +118,7 @@ pub fn summary(data: &Path, truth_csv: &Path) -> Result<()> {
         .skip(1)
         .filter_map(|l| l.split(',').next().map(str::to_owned))
         .collect();
-    let mut matrix: BTreeMap<(&str, String), u64> = BTreeMap::new();
+    let mut matrix: BTreeMap<(&str, Decision), u64> = BTreeMap::new();
     for r in read_audit(&store)?.into_values().flatten() {
         let label = if truth.contains(&r.event_id) {
             "fraud"
@@ -128,14 +129,9 @@ pub fn summary(data: &Path, truth_csv: &Path) -> Result<()> {
     }
     println!("confusion matrix (truth x decision):");
     for label in ["fraud", "legit"] {
-        let row: Vec<String> = ["ALLOW", "REVIEW", "BLOCK"]
+        let row: Vec<String> = Decision::ALL
             .iter()
-            .map(|d| {
-                format!(
-                    "{d}={}",
-                    matrix.get(&(label, (*d).to_owned())).copied().unwrap_or(0)
-                )
-            })
+            .map(|d| format!("{d}={}", matrix.get(&(label, *d)).copied().unwrap_or(0)))
             .collect();
         println!("  {label:<5} {}", row.join(" "));
     }

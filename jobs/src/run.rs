@@ -261,7 +261,13 @@ impl OutputStats {
     /// Counts one audit record.
     pub fn decision(&self, r: &AuditRecord) {
         if let Ok(mut g) = self.decisions.lock() {
-            *g.entry(r.decision.clone()).or_default() += 1;
+            let d = r.decision.as_str();
+            match g.get_mut(d) {
+                Some(n) => *n += 1,
+                None => {
+                    g.insert(d.to_owned(), 1);
+                }
+            }
         }
     }
     /// Counts one snapshot.

@@ -211,7 +211,7 @@ fn scraped_metrics_agree_with_receipts_and_audit_and_readyz_turns_red_without_th
     let audit = tidemark_jobs::demo::audit_rows(&data).unwrap();
     let mut by_decision: BTreeMap<String, f64> = BTreeMap::new();
     for a in &audit {
-        *by_decision.entry(a.decision.clone()).or_default() += 1.0;
+        *by_decision.entry(a.decision.to_string()).or_default() += 1.0;
     }
     for (d, n) in &by_decision {
         let labels = format!(r#"decision="{d}""#);

@@ -1,4 +1,5 @@
-//! Records the decision stages produce and the sinks persist: audit records and snapshots.
+//! Records the decision stages produce and the sinks persist: audit records, decision details
+//! and snapshots; the [`Decision`] and [`Posture`] enums they carry; decision tags.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +19,7 @@ pub struct AuditRecord {
     /// Envelope ts_utc.
     pub ts_utc: String,
     /// ALLOW | REVIEW | BLOCK.
-    pub decision: String,
+    pub decision: Decision,
     /// Score in [0, 1].
     pub score: f64,
     /// JSON array of reason codes (top 3 positive contributions).
@@ -38,7 +39,7 @@ pub struct AuditRecord {
     /// Graph version in force (latest graph snapshot boundary at or before the decision).
     pub graph_version: String,
     /// NORMAL | DEGRADED | SAFE.
-    pub posture: String,
+    pub posture: Posture,
     /// JSON array of masked feature names.
     pub degrade_mask: String,
     /// Ingress partition.
@@ -97,9 +98,9 @@ pub struct DecisionDetail {
     /// Score in [0, 1].
     pub score: f64,
     /// ALLOW | REVIEW | BLOCK.
-    pub decision: String,
+    pub decision: Decision,
     /// NORMAL | DEGRADED | SAFE.
-    pub posture: String,
+    pub posture: Posture,
     /// Masked feature names.
     pub degrade_mask: Vec<String>,
 }
@@ -138,3 +139,82 @@ impl DecisionTag {
         u64::from(self.origin)
     }
 }
+
+/// A name that is not one of an enum's spellings (bad input where it comes from a file or a
+/// record, a bug where the pipeline made it).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {value:?}")]
+pub struct UnknownName {
+    /// What was being read, e.g. "decision".
+    pub what: &'static str,
+    /// The text that matched no variant.
+    pub value: String,
+}
+
+/// Generates a fieldless enum spelled in SCREAMING case on the wire (JSON, Parquet, metrics):
+/// `as_str`, `ALL`, `Display`, `FromStr` and serde as that spelling.
+macro_rules! spelled_enum {
+    ($(#[$meta:meta])* $name:ident, $what:literal, { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The wire spelling.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = UnknownName;
+
+            fn from_str(s: &str) -> Result<Self, UnknownName> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(UnknownName {
+                        what: $what,
+                        value: s.chars().take(64).collect(),
+                    }),
+                }
+            }
+        }
+    };
+}
+
+spelled_enum!(
+    /// What DF decided for one event (SPEC §8).
+    Decision, "decision", {
+        /// Let the transaction through.
+        Allow => "ALLOW",
+        /// Queue it for manual review.
+        Review => "REVIEW",
+        /// Decline it.
+        Block => "BLOCK",
+    }
+);
+
+spelled_enum!(
+    /// The degrade ladder's posture in force at a decision (SPEC §8).
+    Posture, "posture", {
+        /// Every feature in use.
+        Normal => "NORMAL",
+        /// Graph features masked.
+        Degraded => "DEGRADED",
+        /// Score ignored: the amount alone decides (REVIEW above the fallback threshold).
+        Safe => "SAFE",
+    }
+);

@@ -56,7 +56,7 @@ fn str_col(r: &AuditRecord, i: usize) -> &str {
         1 => &r.decision_id,
         2 => &r.trace_id,
         3 => &r.ts_utc,
-        4 => &r.decision,
+        4 => r.decision.as_str(),
         5 => &r.reasons,
         6 => &r.features,
         7 => &r.feature_snapshot_hash,
@@ -65,7 +65,7 @@ fn str_col(r: &AuditRecord, i: usize) -> &str {
         10 => &r.bundle_digest,
         11 => &r.policy_rev,
         12 => &r.graph_version,
-        13 => &r.posture,
+        13 => r.posture.as_str(),
         14 => &r.degrade_mask,
         15 => &r.run_id,
         16 => &r.scenario_id,
@@ -138,13 +138,17 @@ pub fn decode_audit(bytes: Bytes, path: &str) -> Result<Vec<AuditRecord>, SinkEr
             .collect::<Result<Vec<_>, _>>()?;
         for i in 0..b.num_rows() {
             let s = |c: usize| strs[c].value(i).to_owned();
+            let corrupt = |e: tidemark_operators::decision::UnknownName| SinkError::Corrupt {
+                path: path.to_owned(),
+                message: format!("row {i}: {e}"),
+            };
             out.push(AuditRecord {
                 logical_time: lt.value(i),
                 event_id: s(0),
                 decision_id: s(1),
                 trace_id: s(2),
                 ts_utc: s(3),
-                decision: s(4),
+                decision: strs[4].value(i).parse().map_err(corrupt)?,
                 reasons: s(5),
                 features: s(6),
                 feature_snapshot_hash: s(7),
@@ -153,7 +157,7 @@ pub fn decode_audit(bytes: Bytes, path: &str) -> Result<Vec<AuditRecord>, SinkEr
                 bundle_digest: s(10),
                 policy_rev: s(11),
                 graph_version: s(12),
-                posture: s(13),
+                posture: strs[13].value(i).parse().map_err(corrupt)?,
                 degrade_mask: s(14),
                 run_id: s(15),
                 scenario_id: s(16),

@@ -17,7 +17,7 @@ use serde_json::{json, Value as Json};
 use sha2::{Digest, Sha256};
 
 use tidemark_operators::dataset::{DatasetRow, KnownLabel, LabelValue, Split};
-use tidemark_operators::decision::DecisionDetail;
+use tidemark_operators::decision::{DecisionDetail, UnknownName};
 
 use crate::error::SinkError;
 use crate::parquet::{col, record_batches, Columns};
@@ -300,8 +300,14 @@ impl DatasetLayout {
                     cluster_size: opt_i(cs, r),
                     cluster_cards: opt_i(cc, r),
                     score: score.value(r),
-                    decision: decision.value(r).to_owned(),
-                    posture: posture.value(r).to_owned(),
+                    decision: decision
+                        .value(r)
+                        .parse()
+                        .map_err(|e: UnknownName| corrupt(e.to_string()))?,
+                    posture: posture
+                        .value(r)
+                        .parse()
+                        .map_err(|e: UnknownName| corrupt(e.to_string()))?,
                     degrade_mask: (0..masked.len())
                         .map(|j| masked.value(j).to_owned())
                         .collect(),
@@ -393,6 +399,7 @@ impl DatasetHasher {
 mod tests {
     use super::*;
     use crate::parquet::StreamingParquet;
+    use tidemark_operators::decision::{Decision, Posture};
 
     fn row(t: u64, id: &str, label: Option<LabelValue>) -> DatasetRow {
         DatasetRow {
@@ -406,8 +413,8 @@ mod tests {
                 cluster_size: Some(2),
                 cluster_cards: None,
                 score: 0.125 + t as f64 * 1e-9,
-                decision: "ALLOW".into(),
-                posture: "DEGRADED".into(),
+                decision: Decision::Allow,
+                posture: Posture::Degraded,
                 degrade_mask: vec!["cluster_size".into(), "cluster_cards".into()],
             },
             label: label.map(|label| KnownLabel {

@@ -260,7 +260,7 @@ fn check_layout(seed: u64, late_policy: LatePolicy, layout: Layout) {
             .rev()
             .find(|p| p.0 <= e.t)
             .map_or("NORMAL", |p| p.2.as_str());
-        assert_eq!(a.posture, posture, "{}", e.id);
+        assert_eq!(a.posture.as_str(), posture, "{}", e.id);
         let (size, cards) = cluster(&p, &evs, e.t, &ent("card_id", &e.f["card_id"]));
         seen_big_cluster |= cards > 1;
         let mut z = bundle.intercept;
@@ -307,7 +307,7 @@ fn check_layout(seed: u64, late_policy: LatePolicy, layout: Layout) {
         } else {
             "ALLOW"
         };
-        assert_eq!(a.decision, decision, "decision of {}", e.id);
+        assert_eq!(a.decision.as_str(), decision, "decision of {}", e.id);
     }
     assert!(
         seen_big_cluster,

@@ -26,7 +26,7 @@ fn default_bundle_separates_fraud_from_legit() {
     run_ig(&load("local").unwrap(), &ingress, &data, 2);
     let mut m: BTreeMap<(bool, String), u64> = BTreeMap::new();
     for r in read_audit(&data) {
-        *m.entry((truth.contains(&r.event_id), r.decision))
+        *m.entry((truth.contains(&r.event_id), r.decision.to_string()))
             .or_default() += 1;
     }
     let get = |f: bool, d: &str| m.get(&(f, d.to_owned())).copied().unwrap_or(0);

@@ -253,7 +253,7 @@ fn third_party_python_client_produces_ingress_and_reads_decisions() {
     let read = kafka_client(&["decisions", &addr]);
     let mut audit: Vec<(String, String, String)> = read_audit(&data)
         .into_iter()
-        .map(|a| (a.event_id, a.decision, a.decision_id))
+        .map(|a| (a.event_id, a.decision.to_string(), a.decision_id))
         .collect();
     audit.sort();
     assert_eq!(audit.len(), 400);

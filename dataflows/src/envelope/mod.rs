@@ -226,26 +226,25 @@ fn value_ok(kind: Kind, v: &Json<'_>, policy: &IgPolicy) -> Result<(), String> {
 }
 
 /// Checks `specs` against `obj` in three passes (presence, then types, then value rules), so
-/// the reason of a record with several faults does not depend on field order.
+/// the reason of a record with several faults does not depend on field order. Each field is
+/// looked up once.
 fn check_fields(
     obj: &Object<'_>,
     specs: &[FieldSpec],
     prefix: &str,
     policy: &IgPolicy,
 ) -> Result<(), Rejection> {
-    for spec in specs.iter().filter(|s| s.required) {
-        if obj.get(spec.name).is_none_or(Json::is_null) {
-            return Err(reject(
-                ReasonCode::MissingField,
-                format!("{prefix}{}", spec.name),
-            ));
-        }
+    let found: Vec<(&FieldSpec, Option<&Json<'_>>)> = specs
+        .iter()
+        .map(|spec| (spec, obj.get(spec.name).filter(|v| !v.is_null())))
+        .collect();
+    if let Some((spec, _)) = found.iter().find(|(spec, v)| spec.required && v.is_none()) {
+        return Err(reject(
+            ReasonCode::MissingField,
+            format!("{prefix}{}", spec.name),
+        ));
     }
-    let present = || {
-        specs
-            .iter()
-            .filter_map(|spec| Some((spec, obj.get(spec.name).filter(|v| !v.is_null())?)))
-    };
+    let present = || found.iter().filter_map(|(spec, v)| Some((*spec, (*v)?)));
     if let Some((spec, _)) = present().find(|(spec, v)| !type_ok(spec.kind, v)) {
         return Err(reject(
             ReasonCode::BadType,
@@ -280,7 +279,7 @@ pub fn validate<'a>(bytes: &'a [u8], policy: &IgPolicy) -> Result<Validated<'a>,
         return Err(reject(ReasonCode::MalformedJson, "not a JSON object"));
     };
     check_fields(&object, ENVELOPE, "", policy)?;
-    if let Some(f) = IG_FIELDS.iter().find(|f| object.contains_key(**f)) {
+    if let Some(f) = IG_FIELDS.iter().find(|f| object.contains_key(f)) {
         return Err(reject(ReasonCode::BadType, format!("{f}: reserved for IG")));
     }
     let str_of = |k: &str| {

@@ -136,17 +136,16 @@ impl<'a> Json<'a> {
     }
 }
 
-/// Writes a string as serde_json does. A borrowed string was spelled without escapes, so it
-/// holds no `"`, `\` or control character (serde_json rejects raw control characters in
-/// strings): it needs none and is copied as is; an owned one goes through serde_json.
-fn write_str(out: &mut Vec<u8>, s: &Cow<'_, str>) {
-    match s {
-        Cow::Borrowed(s) if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') => {
-            out.push(b'"');
-            out.extend_from_slice(s.as_bytes());
-            out.push(b'"');
-        }
-        s => write_serde(out, s.as_ref()),
+/// Writes a string as serde_json does: serde_json escapes only `"`, `\` and control
+/// characters, so a string without them (every string spelled without escapes in the input)
+/// is copied as is; any other goes through serde_json.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        write_serde(out, s);
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
     }
 }
 

@@ -175,14 +175,14 @@ pub fn row_difference(
         ),
         (
             "decision",
-            d.decision.clone(),
-            a.decision.clone(),
+            d.decision.to_string(),
+            a.decision.to_string(),
             d.decision == a.decision,
         ),
         (
             "posture",
-            d.posture.clone(),
-            a.posture.clone(),
+            d.posture.to_string(),
+            a.posture.to_string(),
             d.posture == a.posture,
         ),
         (

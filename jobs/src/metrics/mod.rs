@@ -41,7 +41,7 @@ struct ReceiptLabels {
 /// Decision counter labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
-    decision: String,
+    decision: &'static str,
 }
 
 /// File counter labels.
@@ -203,7 +203,7 @@ impl Metrics {
     /// Counts one decision and its latency from the record timestamp (now: wall clock).
     pub fn decision(&self, r: &AuditRecord, now_ms: u64) {
         let labels = DecisionLabels {
-            decision: r.decision.clone(),
+            decision: r.decision.as_str(),
         };
         self.inner.decisions.get_or_create(&labels).inc();
         let ms = now_ms.saturating_sub(r.source_record_ts);
