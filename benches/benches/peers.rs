@@ -51,7 +51,7 @@ fn export_txns(data: &Path, csv: &Path, store: &WriteOnceStore) -> Result<u64> {
             continue;
         }
         for a in decode_archive(store.get(&path)?, &path)? {
-            if a.event_type != "txn.authorization.v1" {
+            if a.event_type != tidemark_operators::ingest::EventType::Authorization {
                 continue;
             }
             let v: serde_json::Value = serde_json::from_str(&a.envelope)?;

@@ -224,7 +224,7 @@ impl Event {
         let kind = schema
             .types
             .iter()
-            .position(|t| *t == a.event_type)
+            .position(|t| t == a.event_type.as_str())
             .map(|i| TypeId(i as u16));
         Ok(Event {
             time: a.logical_time,
@@ -304,12 +304,13 @@ pub fn typed_key(ty: &str, value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tidemark_operators::ingest::EventType;
 
     fn admitted(envelope: &str) -> Admitted {
         Admitted {
             logical_time: 5,
             event_id: "e1".into(),
-            event_type: "txn.authorization.v1".into(),
+            event_type: EventType::Authorization,
             coord: SourceCoord {
                 partition: 0,
                 offset: 1,

@@ -9,13 +9,13 @@
 use std::collections::BTreeMap;
 
 use tidemark_operators::dataset::{KnownLabel, LabelValue};
-use tidemark_operators::ingest::Admitted;
+use tidemark_operators::ingest::{Admitted, EventType};
 
 use crate::envelope::parse_rfc3339_millis;
 use crate::event::{Event, EventSchema, FieldId, TypeId};
 
 /// The label assertion event type.
-pub const LABEL_TYPE: &str = "label.assertion.v1";
+pub const LABEL_TYPE: EventType = EventType::Label;
 
 /// Collects label assertions and keeps, per subject event, the winner of the label-as-of rule.
 #[derive(Clone, Debug)]
@@ -44,7 +44,7 @@ impl LabelBook {
     /// An empty book for the cut-off `labels_as_of` (epoch ms, inclusive).
     pub fn new(labels_as_of: u64) -> Self {
         let mut schema = EventSchema::default();
-        let ty = schema.ty(LABEL_TYPE);
+        let ty = schema.ty(LABEL_TYPE.as_str());
         let fields = [
             schema.field("subject_event_id"),
             schema.field("label"),
@@ -141,7 +141,7 @@ mod tests {
         Admitted {
             logical_time: 1,
             event_id: id.into(),
-            event_type: LABEL_TYPE.into(),
+            event_type: LABEL_TYPE,
             coord: SourceCoord {
                 partition: 0,
                 offset: 0,
@@ -176,7 +176,7 @@ mod tests {
         assert_eq!(b.counts(), (5, 1));
         let mut bad = assertion("x", "e4", "maybe", &t(1), &t(1));
         assert!(b.offer(&bad).is_err());
-        bad.event_type = "txn.authorization.v1".into();
+        bad.event_type = EventType::Authorization;
         assert_eq!(b.offer(&bad), Ok(Offer::NotALabel));
     }
 }

@@ -16,7 +16,7 @@ use tidemark_operators::decision::{
     AuditRecord, DecisionDetail, DecisionTag, Posture, SnapshotRecord,
 };
 use tidemark_operators::hashing::{bucket_of, sha256_hex};
-use tidemark_operators::ingest::Admitted;
+use tidemark_operators::ingest::{Admitted, EventType};
 use tidemark_operators::keyed::{global_max, KeyedWindows, WindowOutput};
 use tidemark_operators::time::millis;
 use tidemark_operators::{Failures, LogicalTime, Pending, SourceCoord};
@@ -28,10 +28,10 @@ use crate::ieg::{graph_inputs, GraphOutput, GraphPlan, GraphPolicy, IdentityGrap
 use crate::ofp::{FeatureDef, FeatureSpec, OfpPolicy};
 
 /// The event type that triggers decisions.
-pub const DECISION_TYPE: &str = "txn.authorization.v1";
+pub const DECISION_TYPE: EventType = EventType::Authorization;
 
 /// The event type that sets the posture.
-pub const POSTURE_TYPE: &str = "dl.posture.v1";
+pub const POSTURE_TYPE: EventType = EventType::Posture;
 
 /// Everything the decision stages need.
 #[derive(Clone, Debug)]
@@ -175,7 +175,10 @@ pub fn decide<'scope>(
     let mut schema = EventSchema::default();
     let spec = FeatureSpec::new(cfg.features.clone(), &mut schema);
     let graph_plan = GraphPlan::new(&cfg.graph, &mut schema);
-    let (decision_type, posture_type) = (schema.ty(DECISION_TYPE), schema.ty(POSTURE_TYPE));
+    let (decision_type, posture_type) = (
+        schema.ty(DECISION_TYPE.as_str()),
+        schema.ty(POSTURE_TYPE.as_str()),
+    );
     let (amount_field, posture_field) = (schema.field("amount_minor"), schema.field("posture"));
     let key_fields: Vec<FieldId> = if cfg.details {
         cfg.key_fields().iter().map(|k| schema.field(k)).collect()

@@ -13,7 +13,6 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use tidemark_dataflows::envelope::is_control;
 use tidemark_operators::decision::{AuditRecord, SnapshotRecord};
 use tidemark_operators::ingest::Admitted;
 use tidemark_sinks::kafka::Emit;
@@ -73,7 +72,7 @@ fn tagged<T: Serialize>(kind: &'static str, body: &T) -> Option<Vec<u8>> {
 /// An admitted envelope → traffic or control topic, keyed by `partition_key`, timestamped
 /// with its logical time.
 pub fn admitted_record(a: &Admitted, emit: &mut Emit<'_>) {
-    let topic = if is_control(&a.event_type) {
+    let topic = if a.event_type.is_control() {
         topics::CONTROL
     } else {
         topics::TRAFFIC

@@ -17,6 +17,7 @@ use timely::dataflow::operators::Inspect;
 use tidemark_dataflows::pipeline::decide;
 use tidemark_operators::decision::AuditRecord;
 use tidemark_operators::hashing::sha256_hex;
+use tidemark_operators::ingest::EventType;
 use tidemark_operators::time::{interval_start, millis};
 use tidemark_operators::{CloseIntervals, Failures};
 use tidemark_sinks::audit::{decode_audit, write_audit, write_snapshots};
@@ -166,7 +167,7 @@ pub fn replay(
             let (files, reader, dcfg) = (files.clone(), reader.clone(), dcfg.clone());
             worker.dataflow::<u64, _, _>(|scope| {
                 let rows = archive_source(scope, files, reader, 0, to, failures.clone())
-                    .filter(move |a| a.logical_time >= warm || a.event_type == "dl.posture.v1");
+                    .filter(move |a| a.logical_time >= warm || a.event_type == EventType::Posture);
                 let outs = decide(rows, dcfg, failures.clone());
                 let (st1, st2) = (stats.clone(), stats.clone());
                 let audit = outs

@@ -99,7 +99,9 @@ pub fn prepare(
             if !before_resume {
                 continue;
             }
-            if let Some(c) = Candidate::from_receipt(&r).filter(|c| c.logical_time >= warm_from) {
+            let c = Candidate::from_receipt(&r)
+                .with_context(|| format!("receipt {:?} in {}", r.coord, f.path))?;
+            if let Some(c) = c.filter(|c| c.logical_time >= warm_from) {
                 dedup_warm.push(c);
             }
         }

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::spelled::spelled_enum;
+pub use crate::spelled::UnknownName;
 use crate::time::LogicalTime;
 
 /// One audit record per decision (SPEC §9). List-valued fields are canonical JSON strings.
@@ -138,61 +140,6 @@ impl DecisionTag {
     pub fn route(&self) -> u64 {
         u64::from(self.origin)
     }
-}
-
-/// A name that is not one of an enum's spellings (bad input where it comes from a file or a
-/// record, a bug where the pipeline made it).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown {what} {value:?}")]
-pub struct UnknownName {
-    /// What was being read, e.g. "decision".
-    pub what: &'static str,
-    /// The text that matched no variant.
-    pub value: String,
-}
-
-/// Generates a fieldless enum spelled in SCREAMING case on the wire (JSON, Parquet, metrics):
-/// `as_str`, `ALL`, `Display`, `FromStr` and serde as that spelling.
-macro_rules! spelled_enum {
-    ($(#[$meta:meta])* $name:ident, $what:literal, { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        pub enum $name {
-            $($(#[$vmeta])* #[serde(rename = $text)] $variant),+
-        }
-
-        impl $name {
-            /// Every variant, in declaration order.
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            /// The wire spelling.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $text),+
-                }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl std::str::FromStr for $name {
-            type Err = UnknownName;
-
-            fn from_str(s: &str) -> Result<Self, UnknownName> {
-                match s {
-                    $($text => Ok($name::$variant),)+
-                    _ => Err(UnknownName {
-                        what: $what,
-                        value: s.chars().take(64).collect(),
-                    }),
-                }
-            }
-        }
-    };
 }
 
 spelled_enum!(

@@ -1,10 +1,12 @@
-//! Types the Ingestion Gate produces and the sinks persist: receipts and admitted events.
+//! Types the Ingestion Gate produces and the sinks persist: receipts, candidates and admitted
+//! events, and the [`EventType`]s IG admits.
 
 use serde::{Deserialize, Serialize};
 
 use crate::dedup::DedupKeyed;
 use crate::reason::ReasonCode;
 use crate::record::SourceCoord;
+use crate::spelled::{spelled_enum, UnknownName};
 use crate::time::LogicalTime;
 
 /// Receipt status (SPEC §5).
@@ -67,7 +69,7 @@ pub struct Candidate {
     /// Ingress coordinates.
     pub coord: SourceCoord,
     /// `event_type`.
-    pub event_type: String,
+    pub event_type: EventType,
     /// `payload.account_id` or the event type.
     pub partition_key: String,
     /// Ingress record timestamp.
@@ -112,19 +114,55 @@ impl DedupKeyed for Seen {
 impl Candidate {
     /// The dedup input a receipt stands for (ADMITTED and DUPLICATE receipts only): enough to
     /// rebuild dedup state, without the envelope.
-    pub fn from_receipt(r: &Receipt) -> Option<Candidate> {
+    ///
+    /// An event type that is not one of SPEC's on such a receipt is an error: IG admits only
+    /// those, so the receipt was not written by IG.
+    pub fn from_receipt(r: &Receipt) -> Result<Option<Candidate>, UnknownName> {
         if r.status == ReceiptStatus::Quarantined {
-            return None;
+            return Ok(None);
         }
-        Some(Candidate {
-            logical_time: r.logical_time?,
-            event_id: r.event_id.clone()?,
+        let (Some(logical_time), Some(event_id)) = (r.logical_time, r.event_id.clone()) else {
+            return Ok(None);
+        };
+        let event_type = r.event_type.as_deref().unwrap_or_default().parse()?;
+        Ok(Some(Candidate {
+            logical_time,
+            event_id,
             coord: r.coord,
-            event_type: r.event_type.clone().unwrap_or_default(),
+            event_type,
             partition_key: String::new(),
             record_ts: r.record_ts,
             late_clamped: r.late_clamped,
             envelope: String::new(),
-        })
+        }))
+    }
+}
+
+spelled_enum!(
+    /// The event types of SPEC §4, the only ones IG admits (declared in spelling order, so the
+    /// derived order is the order of the strings).
+    EventType, "event type", {
+        /// `account.login.v1` (traffic).
+        Login => "account.login.v1",
+        /// `account.profile_change.v1` (traffic).
+        ProfileChange => "account.profile_change.v1",
+        /// `dl.posture.v1` (control): sets the degrade ladder's posture.
+        Posture => "dl.posture.v1",
+        /// `gov.fact.v1` (control).
+        GovFact => "gov.fact.v1",
+        /// `label.assertion.v1` (control): a fraud/legit label.
+        Label => "label.assertion.v1",
+        /// `txn.authorization.v1` (traffic): the decision trigger.
+        Authorization => "txn.authorization.v1",
+    }
+);
+
+impl EventType {
+    /// Whether the type goes to `fp.bus.control.v1` (else `fp.bus.traffic.v1`).
+    pub fn is_control(self) -> bool {
+        matches!(
+            self,
+            EventType::Posture | EventType::GovFact | EventType::Label
+        )
     }
 }

@@ -22,6 +22,7 @@ pub mod keyed;
 pub mod pending;
 pub mod reason;
 pub mod record;
+pub mod spelled;
 pub mod time;
 pub mod watermark;
 pub mod window;

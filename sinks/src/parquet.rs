@@ -18,7 +18,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
-use tidemark_operators::ingest::{Admitted, Receipt, ReceiptStatus};
+use tidemark_operators::ingest::{Admitted, EventType, Receipt, ReceiptStatus};
 use tidemark_operators::{ReasonCode, SourceCoord};
 
 use crate::error::SinkError;
@@ -322,7 +322,7 @@ pub fn archive_batches(
 pub fn archive_rows_of_type(
     bytes: Bytes,
     path: &str,
-    event_type: &str,
+    event_type: EventType,
 ) -> Result<Vec<Admitted>, SinkError> {
     use arrow::array::Scalar;
     use parquet::arrow::arrow_reader::{ArrowPredicateFn, RowFilter};
@@ -339,7 +339,7 @@ pub fn archive_rows_of_type(
         .position(|c| c.name() == "event_type")
         .ok_or_else(|| corrupt(&"no event_type column"))?;
     let mask = ProjectionMask::leaves(builder.parquet_schema(), [idx]);
-    let want = Scalar::new(StringArray::from(vec![event_type.to_owned()]));
+    let want = Scalar::new(StringArray::from(vec![event_type.as_str()]));
     let predicate = ArrowPredicateFn::new(mask, move |b: RecordBatch| {
         arrow::compute::kernels::cmp::eq(b.column(0), &want)
     });
@@ -383,21 +383,26 @@ fn decode_archive_batch(b: &RecordBatch, path: &str) -> Result<Vec<Admitted>, Si
     let rt = col::<UInt64Array>(b, "record_ts", path)?;
     let lc = col::<BooleanArray>(b, "late_clamped", path)?;
     let env = col::<StringArray>(b, "envelope", path)?;
-    Ok((0..b.num_rows())
-        .map(|i| Admitted {
-            logical_time: lt.value(i),
-            event_id: id.value(i).to_owned(),
-            coord: SourceCoord {
-                partition: sp.value(i),
-                offset: so.value(i),
-            },
-            event_type: et.value(i).to_owned(),
-            partition_key: pk.value(i).to_owned(),
-            record_ts: rt.value(i),
-            late_clamped: lc.value(i),
-            envelope: env.value(i).to_owned(),
+    (0..b.num_rows())
+        .map(|i| {
+            Ok(Admitted {
+                logical_time: lt.value(i),
+                event_id: id.value(i).to_owned(),
+                coord: SourceCoord {
+                    partition: sp.value(i),
+                    offset: so.value(i),
+                },
+                event_type: et.value(i).parse().map_err(|e| SinkError::Corrupt {
+                    path: path.to_owned(),
+                    message: format!("row {i}: {e}"),
+                })?,
+                partition_key: pk.value(i).to_owned(),
+                record_ts: rt.value(i),
+                late_clamped: lc.value(i),
+                envelope: env.value(i).to_owned(),
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Schema of receipt files.
@@ -550,7 +555,7 @@ mod tests {
                     partition: (i % 4) as u32,
                     offset: i,
                 },
-                event_type: ["txn.authorization.v1", "account.login.v1"][(i % 2) as usize].into(),
+                event_type: [EventType::Authorization, EventType::Login][(i % 2) as usize],
                 partition_key: format!("acct-{}", i % 97),
                 record_ts: 5_000 + i,
                 late_clamped: i % 11 == 0,
@@ -568,19 +573,19 @@ mod tests {
         let mut all = rows(20_000);
         for (i, r) in all.iter_mut().enumerate() {
             if i % 37 == 5 {
-                r.event_type = "label.assertion.v1".into();
+                r.event_type = EventType::Label;
             }
         }
         let bytes = Bytes::from(encode_archive(&all, "x").expect("encodes"));
         let want: Vec<Admitted> = all
             .iter()
-            .filter(|r| r.event_type == "label.assertion.v1")
+            .filter(|r| r.event_type == EventType::Label)
             .cloned()
             .collect();
         assert!(want.len() > 500);
-        let got = archive_rows_of_type(bytes.clone(), "x", "label.assertion.v1").expect("reads");
+        let got = archive_rows_of_type(bytes.clone(), "x", EventType::Label).expect("reads");
         assert_eq!(got, want);
-        assert!(archive_rows_of_type(bytes, "x", "none.v1")
+        assert!(archive_rows_of_type(bytes, "x", EventType::GovFact)
             .expect("reads")
             .is_empty());
     }

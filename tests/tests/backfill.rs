@@ -219,7 +219,7 @@ fn a_backfill_derives_a_new_feature_without_touching_primary_truths() {
         .unwrap();
     let mut by_card: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
     for a in read_archive(&data) {
-        if a.event_type != "txn.authorization.v1" {
+        if a.event_type.as_str() != "txn.authorization.v1" {
             continue;
         }
         let v: serde_json::Value = serde_json::from_str(&a.envelope).unwrap();

@@ -91,7 +91,7 @@ fn ms(s: &str) -> u64 {
 fn oracle_labels(data: &Path, as_of: u64) -> BTreeMap<String, (String, u64, u64, String)> {
     let mut best: BTreeMap<String, (String, u64, u64, String)> = BTreeMap::new();
     for a in read_archive(data) {
-        if a.event_type != "label.assertion.v1" {
+        if a.event_type.as_str() != "label.assertion.v1" {
             continue;
         }
         let v: serde_json::Value = serde_json::from_str(&a.envelope).unwrap();
@@ -212,7 +212,7 @@ fn rows_carry_labels_as_of_the_cutoff_and_equal_the_online_audit() {
     // The world exercised what the rule is about.
     let mut per_subject: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for a in read_archive(&data) {
-        if a.event_type == "label.assertion.v1" {
+        if a.event_type.as_str() == "label.assertion.v1" {
             let v: serde_json::Value = serde_json::from_str(&a.envelope).unwrap();
             per_subject
                 .entry(

@@ -44,7 +44,7 @@ fn events(data: &std::path::Path) -> Vec<Ev> {
             Ev {
                 t: v["logical_time"].as_u64().unwrap(),
                 id: a.event_id,
-                ty: a.event_type,
+                ty: a.event_type.to_string(),
                 coord: (a.coord.partition, a.coord.offset),
                 f,
             }

@@ -110,8 +110,11 @@ fn online_over_kafka_equals_replay_file_log_and_topics() {
                 continue;
             }
             let key = v["partition_key"].as_str().unwrap().as_bytes().to_vec();
-            let is_control =
-                tidemark_dataflows::envelope::is_control(v["event_type"].as_str().unwrap());
+            let is_control = v["event_type"]
+                .as_str()
+                .and_then(|t| t.parse::<tidemark_operators::ingest::EventType>().ok())
+                .expect("an admitted event type")
+                .is_control();
             assert_eq!(is_control, topic == topics::CONTROL, "{v}");
             control += usize::from(is_control);
             published.push((key, rec.bytes));

@@ -6,18 +6,10 @@ pub mod rules;
 pub mod strict;
 
 use strict::{Json, Object};
+use tidemark_operators::ingest::EventType;
 
 use crate::ig::IgPolicy;
 use tidemark_operators::ReasonCode;
-
-/// Event types routed to `fp.bus.traffic.v1`.
-pub const TRAFFIC_TYPES: [&str; 3] = [
-    "txn.authorization.v1",
-    "account.login.v1",
-    "account.profile_change.v1",
-];
-/// Event types routed to `fp.bus.control.v1`.
-pub const CONTROL_TYPES: [&str; 3] = ["label.assertion.v1", "dl.posture.v1", "gov.fact.v1"];
 
 /// Fields IG adds on admission; a producer may not set them.
 pub const IG_FIELDS: [&str; 5] = [
@@ -143,22 +135,16 @@ const POSTURE: &[FieldSpec] = &[
 ];
 const GOV_FACT: &[FieldSpec] = &[req("kind", Kind::Str), opt("detail", Kind::Object)];
 
-/// The payload schema of a known event type.
-pub fn payload_schema(event_type: &str) -> Option<&'static [FieldSpec]> {
+/// The payload schema of an event type.
+pub fn payload_schema(event_type: EventType) -> &'static [FieldSpec] {
     match event_type {
-        "txn.authorization.v1" => Some(TXN),
-        "account.login.v1" => Some(LOGIN),
-        "account.profile_change.v1" => Some(PROFILE_CHANGE),
-        "label.assertion.v1" => Some(LABEL),
-        "dl.posture.v1" => Some(POSTURE),
-        "gov.fact.v1" => Some(GOV_FACT),
-        _ => None,
+        EventType::Authorization => TXN,
+        EventType::Login => LOGIN,
+        EventType::ProfileChange => PROFILE_CHANGE,
+        EventType::Label => LABEL,
+        EventType::Posture => POSTURE,
+        EventType::GovFact => GOV_FACT,
     }
-}
-
-/// Whether an event type is a control type (goes to `fp.bus.control.v1`).
-pub fn is_control(event_type: &str) -> bool {
-    CONTROL_TYPES.contains(&event_type)
 }
 
 /// An envelope that passed every stateless check, borrowing from the record's bytes.
@@ -169,7 +155,7 @@ pub struct Validated<'a> {
     /// `event_id`.
     pub event_id: String,
     /// `event_type`.
-    pub event_type: String,
+    pub event_type: EventType,
     /// `ts_utc` as epoch milliseconds (sub-millisecond digits truncated).
     pub event_time: u64,
     /// `payload.account_id` if present, else the event type.
@@ -289,10 +275,11 @@ pub fn validate<'a>(bytes: &'a [u8], policy: &IgPolicy) -> Result<Validated<'a>,
             .unwrap_or_default()
             .to_owned()
     };
-    let event_type = str_of("event_type");
-    let Some(schema) = payload_schema(&event_type) else {
-        return Err(reject(ReasonCode::UnknownEventType, event_type));
+    let name = str_of("event_type");
+    let Ok(event_type) = name.parse::<EventType>() else {
+        return Err(reject(ReasonCode::UnknownEventType, name));
     };
+    let schema = payload_schema(event_type);
     let version = object
         .get("schema_version")
         .and_then(Json::as_i64)
@@ -309,7 +296,7 @@ pub fn validate<'a>(bytes: &'a [u8], policy: &IgPolicy) -> Result<Validated<'a>,
     };
     check_fields(payload, schema, "payload.", policy)?;
     let producer = str_of("producer");
-    if !policy.producer_allowed(&event_type, &producer) {
+    if !policy.producer_allowed(event_type.as_str(), &producer) {
         return Err(reject(
             ReasonCode::ProducerNotAllowed,
             format!("{producer} may not send {event_type}"),
@@ -318,7 +305,7 @@ pub fn validate<'a>(bytes: &'a [u8], policy: &IgPolicy) -> Result<Validated<'a>,
     let partition_key = payload
         .get("account_id")
         .and_then(Json::as_str)
-        .map_or_else(|| event_type.clone(), str::to_owned);
+        .map_or_else(|| event_type.as_str().to_owned(), str::to_owned);
     let event_time = object
         .get("ts_utc")
         .and_then(Json::as_str)

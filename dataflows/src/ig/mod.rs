@@ -139,7 +139,7 @@ impl IgStamper {
         floor: LogicalTime,
     ) -> Result<Candidate, Refusal> {
         let v = validate(bytes, &self.policy).map_err(|rej| (rej, None))?;
-        let id = || Some((v.event_id.clone(), v.event_type.clone()));
+        let id = || Some((v.event_id.clone(), v.event_type.to_string()));
         if let Some(signer) = signer {
             let producer = v.object.get("producer").and_then(Json::as_str);
             if producer != Some(signer.as_str()) {
@@ -250,7 +250,7 @@ fn receipt_for(c: &Candidate, status: ReceiptStatus, policy_rev: &str) -> Receip
         reason: (status == ReceiptStatus::Duplicate).then_some(ReasonCode::Duplicate),
         detail: String::new(),
         event_id: Some(c.event_id.clone()),
-        event_type: Some(c.event_type.clone()),
+        event_type: Some(c.event_type.to_string()),
         logical_time: Some(c.logical_time),
         late_clamped: c.late_clamped,
         policy_rev: policy_rev.to_owned(),
