@@ -386,6 +386,7 @@ fn gather<'scope, O: GatherOut>(
             let mut pending: Pending<Gather> = Pending::new();
             let mut known: Postures = Vec::new();
             let b = &cfg.bundle.bundle;
+            let run = RunWide::of(&cfg);
             let index: Vec<Option<usize>> = b
                 .features
                 .iter()
@@ -440,7 +441,8 @@ fn gather<'scope, O: GatherOut>(
                     let first = out.len();
                     for (_tag, (trigger, fvals, graph)) in by_tag {
                         let Some(tr) = trigger else { continue };
-                        let (audit, detail) = audit_record(&cfg, &index, tr, fvals, graph, posture);
+                        let (audit, detail) =
+                            audit_record(&cfg, &run, &index, tr, fvals, graph, posture);
                         O::emit(audit, detail, &mut out);
                     }
                     // Within a time, in event_id order (independent of arrival order).
@@ -468,8 +470,28 @@ struct Intent<'a> {
     idempotency_key: &'a str,
 }
 
+/// The audit columns every record of a run shares, one string each.
+struct RunWide {
+    bundle_id: Arc<str>,
+    bundle_version: Arc<str>,
+    bundle_digest: Arc<str>,
+    policy_rev: Arc<str>,
+}
+
+impl RunWide {
+    fn of(cfg: &DecisionConfig) -> Self {
+        RunWide {
+            bundle_id: cfg.bundle.bundle.id.as_str().into(),
+            bundle_version: cfg.bundle.bundle.version.as_str().into(),
+            bundle_digest: cfg.bundle.digest.as_str().into(),
+            policy_rev: cfg.policy_rev.as_str().into(),
+        }
+    }
+}
+
 fn audit_record(
     cfg: &DecisionConfig,
+    run: &RunWide,
     index: &[Option<usize>],
     tr: Trigger,
     fvals: Vec<Option<i64>>,
@@ -533,10 +555,10 @@ fn audit_record(
         decision: s.decision,
         score: s.score,
         reasons: json(&s.reasons),
-        bundle_id: b.id.clone(),
-        bundle_version: b.version.clone(),
-        bundle_digest: cfg.bundle.digest.clone(),
-        policy_rev: cfg.policy_rev.clone(),
+        bundle_id: run.bundle_id.clone(),
+        bundle_version: run.bundle_version.clone(),
+        bundle_digest: run.bundle_digest.clone(),
+        policy_rev: run.policy_rev.clone(),
         graph_version: graph.map(|g| g.2).unwrap_or_default(),
         posture,
         degrade_mask: json(&mask),

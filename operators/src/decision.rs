@@ -1,6 +1,8 @@
 //! Records the decision stages produce and the sinks persist: audit records, decision details
 //! and snapshots; the [`Decision`] and [`Posture`] enums they carry; decision tags.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::spelled::spelled_enum;
@@ -30,14 +32,14 @@ pub struct AuditRecord {
     pub features: String,
     /// sha256 hex of `features`.
     pub feature_snapshot_hash: String,
-    /// Bundle id.
-    pub bundle_id: String,
+    /// Bundle id (shared by every record of a run, as are the next three).
+    pub bundle_id: Arc<str>,
     /// Bundle version.
-    pub bundle_version: String,
+    pub bundle_version: Arc<str>,
     /// sha256 hex of the bundle file bytes.
-    pub bundle_digest: String,
+    pub bundle_digest: Arc<str>,
     /// Policy revision.
-    pub policy_rev: String,
+    pub policy_rev: Arc<str>,
     /// Graph version in force (latest graph snapshot boundary at or before the decision).
     pub graph_version: String,
     /// NORMAL | DEGRADED | SAFE.

@@ -60,10 +60,10 @@ fn str_col(r: &AuditRecord, i: usize) -> &str {
         5 => &r.reasons,
         6 => &r.features,
         7 => &r.feature_snapshot_hash,
-        8 => &r.bundle_id,
-        9 => &r.bundle_version,
-        10 => &r.bundle_digest,
-        11 => &r.policy_rev,
+        8 => r.bundle_id.as_ref(),
+        9 => r.bundle_version.as_ref(),
+        10 => r.bundle_digest.as_ref(),
+        11 => r.policy_rev.as_ref(),
         12 => &r.graph_version,
         13 => r.posture.as_str(),
         14 => &r.degrade_mask,
@@ -125,6 +125,9 @@ pub fn audit_columns(rows: &[AuditRecord]) -> Vec<ArrayRef> {
 /// Decodes an audit file.
 pub fn decode_audit(bytes: Bytes, path: &str) -> Result<Vec<AuditRecord>, SinkError> {
     let mut out = Vec::new();
+    // The four run-wide columns share one string per distinct value, as the records the
+    // pipeline makes do.
+    let mut shared: [Option<Arc<str>>; 4] = Default::default();
     for b in read_batches(bytes, path)? {
         let lt = col::<UInt64Array>(&b, "logical_time", path)?;
         let sc = col::<Float64Array>(&b, "score", path)?;
@@ -138,6 +141,14 @@ pub fn decode_audit(bytes: Bytes, path: &str) -> Result<Vec<AuditRecord>, SinkEr
             .collect::<Result<Vec<_>, _>>()?;
         for i in 0..b.num_rows() {
             let s = |c: usize| strs[c].value(i).to_owned();
+            let mut run_wide = |c: usize| -> Arc<str> {
+                let v = strs[c].value(i);
+                let slot = &mut shared[c - 8];
+                match slot {
+                    Some(a) if a.as_ref() == v => a.clone(),
+                    _ => slot.insert(Arc::from(v)).clone(),
+                }
+            };
             let corrupt = |e: tidemark_operators::decision::UnknownName| SinkError::Corrupt {
                 path: path.to_owned(),
                 message: format!("row {i}: {e}"),
@@ -152,10 +163,10 @@ pub fn decode_audit(bytes: Bytes, path: &str) -> Result<Vec<AuditRecord>, SinkEr
                 reasons: s(5),
                 features: s(6),
                 feature_snapshot_hash: s(7),
-                bundle_id: s(8),
-                bundle_version: s(9),
-                bundle_digest: s(10),
-                policy_rev: s(11),
+                bundle_id: run_wide(8),
+                bundle_version: run_wide(9),
+                bundle_digest: run_wide(10),
+                policy_rev: run_wide(11),
                 graph_version: s(12),
                 posture: strs[13].value(i).parse().map_err(corrupt)?,
                 degrade_mask: s(14),

@@ -274,8 +274,8 @@ pub fn check_rows(
                 let a = a?;
                 cert.audit_rows += 1;
                 cert.online_policy_rev
-                    .get_or_insert_with(|| a.policy_rev.clone());
-                if let Some(d) = row_difference(&r, &a, layout, a.policy_rev == policy_rev)? {
+                    .get_or_insert_with(|| a.policy_rev.to_string());
+                if let Some(d) = row_difference(&r, &a, layout, *a.policy_rev == *policy_rev)? {
                     miss(cert, d);
                 }
             }
