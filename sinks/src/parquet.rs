@@ -674,6 +674,47 @@ mod tests {
         }
     }
 
+    /// Rows the encoder has written are dropped by the thread that pushed them (at its next
+    /// push or at finish), and every row is dropped exactly once.
+    #[test]
+    fn background_encoder_returns_rows_to_the_pusher_to_drop() {
+        use std::sync::Mutex;
+        use std::thread::ThreadId;
+        type Drops = Arc<Mutex<Vec<ThreadId>>>;
+        struct Tracked(u64, Drops);
+        impl Drop for Tracked {
+            fn drop(&mut self) {
+                if let Ok(mut d) = self.1.lock() {
+                    d.push(std::thread::current().id());
+                }
+            }
+        }
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::UInt64, false)]));
+        let columns: Columns<Tracked> = Arc::new(|rows: &[Tracked]| {
+            vec![Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef]
+        });
+        let drops: Drops = Arc::default();
+        let n = 3 * ROW_GROUP_ROWS as u64 + 17;
+        let mut b = BackgroundParquet::new(schema.clone(), columns.clone(), "x").expect("starts");
+        for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+            let rows = chunk.iter().map(|i| Tracked(*i, drops.clone())).collect();
+            b.push(rows).expect("pushes");
+        }
+        let bytes = b.finish().expect("finishes");
+        let me = std::thread::current().id();
+        let d = drops.lock().expect("not poisoned");
+        assert_eq!(d.len() as u64, n, "every row dropped once");
+        assert!(
+            d.iter().all(|t| *t == me),
+            "all dropped on the pushing thread"
+        );
+        drop(d);
+        // The same bytes as encoding the rows in one go.
+        let all: Vec<Tracked> = (0..n).map(|i| Tracked(i, drops.clone())).collect();
+        let one_shot = encode_columns(schema, columns(&all), "x").expect("encodes");
+        assert!(bytes == one_shot);
+    }
+
     /// An encoding error on the encoder thread surfaces at the next push (or at finish), with
     /// the file's path, instead of being lost with the thread.
     #[test]
