@@ -126,18 +126,78 @@ impl Text {
     }
 }
 
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow, default)]
-    ts_utc: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    trace_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    run_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    scenario_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    payload: Option<&'a RawValue>,
+/// Deserializes an envelope object in one pass: the four ids as text of the envelope, the
+/// payload through [`Payload`]; every other member is skipped without a copy.
+struct EnvelopeSeed<'s> {
+    schema: &'s EventSchema,
+    base: &'s str,
+    ids: &'s mut [Option<Text>; 4],
+    values: &'s mut Vec<Option<Text>>,
+}
+
+impl<'de> DeserializeSeed<'de> for EnvelopeSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an envelope object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(Str(key)) = map.next_key()? {
+            let id = match key.as_ref() {
+                "ts_utc" => 0,
+                "trace_id" => 1,
+                "run_id" => 2,
+                "scenario_id" => 3,
+                "payload" => {
+                    map.next_value_seed(Payload {
+                        schema: self.schema,
+                        base: self.base,
+                        values: &mut *self.values,
+                    })?;
+                    continue;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            let value: Option<Str<'de>> = map.next_value()?;
+            self.ids[id] = value.map(|v| Text::of(v.0, self.base));
+        }
+        Ok(())
+    }
+}
+
+/// A JSON string, borrowed from the input when spelled without escapes (serde's own
+/// `Cow<str>` always copies).
+struct Str<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Str<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct StrVisitor;
+        impl<'de> Visitor<'de> for StrVisitor {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(StrVisitor)
+    }
 }
 
 /// Deserializes a payload object into the schema's field vector.
@@ -160,7 +220,7 @@ impl<'de> Visitor<'de> for Payload<'_> {
         f.write_str("a payload object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(Str(key)) = map.next_key()? {
             let Some(f) = self.schema.field_id(&key) else {
                 map.next_value::<IgnoredAny>()?;
                 continue;
@@ -198,29 +258,20 @@ impl Event {
     /// `Err(event_id)` if its envelope is not canonical.
     pub fn parse_owned(a: Admitted, schema: &EventSchema) -> Result<Event, String> {
         let base = a.envelope.as_str();
-        let Ok(env) = serde_json::from_str::<Envelope>(base) else {
-            return Err(a.event_id);
-        };
         let mut values = vec![None; schema.fields.len()];
-        if let Some(p) = env.payload {
-            let mut de = serde_json::Deserializer::from_str(p.get());
-            let parsed = Payload {
-                schema,
-                base,
-                values: &mut values,
-            }
-            .deserialize(&mut de);
-            if parsed.is_err() {
-                return Err(a.event_id);
-            }
+        let mut ids: [Option<Text>; 4] = Default::default();
+        let mut de = serde_json::Deserializer::from_str(base);
+        let parsed = EnvelopeSeed {
+            schema,
+            base,
+            ids: &mut ids,
+            values: &mut values,
         }
-        let text = |s: Option<Cow<str>>| s.map(|s| Text::of(s, base));
-        let ids = [
-            text(env.ts_utc),
-            text(env.trace_id),
-            text(env.run_id),
-            text(env.scenario_id),
-        ];
+        .deserialize(&mut de)
+        .and_then(|()| de.end());
+        if parsed.is_err() {
+            return Err(a.event_id);
+        }
         let kind = schema
             .types
             .iter()
