@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Soak (not in CI, which runs seeds 11 and 21 for 1x1, 12 for 1x2, 13 for 2x1): the kill
+# Soak (not in CI, which runs seed 11 for 1x1, 12 for 1x2, 13 for 2x1): the kill
 # matrix of jobs/tests/service.rs (3 SIGKILLs at random progress points, one during recovery,
 # for 1x1, 1x2 and 2 processes x 1) over many world seeds, plus
 # the broker hard-bounce scenario. One line per seed and topology.

@@ -11,11 +11,13 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer};
+use serde::Deserializer;
 use serde_json::value::RawValue;
 
 use tidemark_operators::ingest::Admitted;
 use tidemark_operators::{LogicalTime, SourceCoord};
+
+use crate::envelope::strict::Str;
 
 /// A payload field the schema knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -171,32 +173,6 @@ impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
             self.ids[id] = value.map(|v| Text::of(v.0, self.base));
         }
         Ok(())
-    }
-}
-
-/// A JSON string, borrowed from the input when spelled without escapes (serde's own
-/// `Cow<str>` always copies).
-struct Str<'de>(Cow<'de, str>);
-
-impl<'de> Deserialize<'de> for Str<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct StrVisitor;
-        impl<'de> Visitor<'de> for StrVisitor {
-            type Value = Str<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Str<'de>, E> {
-                Ok(Str(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Str<'de>, E> {
-                Ok(Str(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Str<'de>, E> {
-                Ok(Str(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(StrVisitor)
     }
 }
 

@@ -432,8 +432,8 @@ fn seed(default: u64) -> u64 {
 }
 
 /// World seeds per topology (`TIDEMARK_KILL_SEED` runs one chosen seed instead;
-/// scripts/soak.sh runs many): CI keeps to two for one worker and one for the others, which
-/// fits the 30-minute budget.
+/// scripts/soak.sh runs many): CI keeps to one per topology, which fits the 30-minute budget
+/// (the service scenarios run one at a time and are CI's longest chain).
 fn seeds(defaults: &[u64]) -> Vec<u64> {
     match std::env::var("TIDEMARK_KILL_SEED")
         .ok()
@@ -447,7 +447,7 @@ fn seeds(defaults: &[u64]) -> Vec<u64> {
 #[test]
 fn kill_matrix_one_worker() {
     let _serial = serial();
-    for s in seeds(&[11, 21]) {
+    for s in seeds(&[11]) {
         kill_matrix(s, 1, 1);
     }
 }

@@ -233,7 +233,7 @@ impl<'de> Visitor<'de> for JsonVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
         let mut out: Vec<(Cow<'de, str>, Json<'de>)> = Vec::new();
-        while let Some(Key(key)) = map.next_key()? {
+        while let Some(Str(key)) = map.next_key()? {
             // Objects are small (an envelope has ~15 members): a scan beats hashing.
             if out.iter().any(|(k, _)| *k == key) {
                 return Err(A::Error::custom(format_args!("duplicate key {key:?}")));
@@ -246,28 +246,29 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
 }
 
-/// An object key, borrowed when spelled without escapes (serde's `Cow<str>` always copies).
-struct Key<'de>(Cow<'de, str>);
+/// A JSON string (or object key), borrowed from the input when spelled without escapes
+/// (serde's own `Cow<str>` always copies).
+pub struct Str<'de>(pub Cow<'de, str>);
 
-impl<'de> Deserialize<'de> for Key<'de> {
+impl<'de> Deserialize<'de> for Str<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
+        struct StrVisitor;
+        impl<'de> Visitor<'de> for StrVisitor {
+            type Value = Str<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object key")
+                f.write_str("a string")
             }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Borrowed(v)))
             }
-            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
+            fn visit_str<E>(self, v: &str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
             }
-            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v)))
+            fn visit_string<E>(self, v: String) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(v)))
             }
         }
-        d.deserialize_str(KeyVisitor)
+        d.deserialize_str(StrVisitor)
     }
 }
 
