@@ -33,6 +33,13 @@ pub const DECISION_TYPE: EventType = EventType::Authorization;
 /// The event type that sets the posture.
 pub const POSTURE_TYPE: EventType = EventType::Posture;
 
+/// Whether an archived event is needed to decide from `warm` on: events within the windows
+/// before it (`warm` = the first decision time less the longest window), and every posture
+/// (the posture in force may have been set at any earlier time).
+pub fn needed_from(a: &Admitted, warm: LogicalTime) -> bool {
+    a.logical_time >= warm || a.event_type == POSTURE_TYPE
+}
+
 /// Everything the decision stages need.
 #[derive(Clone, Debug)]
 pub struct DecisionConfig {

@@ -11,9 +11,9 @@ use timely::dataflow::StreamVec;
 use timely::worker::Worker;
 
 use tidemark_dataflows::ig::{gate_resumed, IgItem, IgStamper};
-use tidemark_dataflows::pipeline::decide;
+use tidemark_dataflows::pipeline::{decide, needed_from};
 use tidemark_operators::hashing::bucket_of;
-use tidemark_operators::ingest::{Candidate, EventType};
+use tidemark_operators::ingest::Candidate;
 use tidemark_operators::time::millis;
 use tidemark_operators::{CloseIntervals, Failures, LogicalTime};
 use tidemark_sinks::audit::{write_audit, write_snapshots};
@@ -222,9 +222,7 @@ pub fn build(worker: &mut Worker, w: &Wiring) {
         };
         let warm_from = resume_at.saturating_sub(dcfg.max_window_ms());
         let rows = archive_source(scope, files, reader, 0, Some(resume_at), failures.clone())
-            .filter(move |a| {
-                decisions && (a.logical_time >= warm_from || a.event_type == EventType::Posture)
-            });
+            .filter(move |a| decisions && needed_from(a, warm_from));
         let state_input = admitted.clone().filter(move |_| decisions).concat(rows);
         let outs = decide(state_input, dcfg.clone(), failures.clone());
         let (st1, st2) = (w.stats.clone(), w.stats.clone());

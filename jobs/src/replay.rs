@@ -14,10 +14,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use timely::dataflow::operators::vec::{Filter, Map};
 use timely::dataflow::operators::Inspect;
 
-use tidemark_dataflows::pipeline::decide;
+use tidemark_dataflows::pipeline::{decide, needed_from};
 use tidemark_operators::decision::AuditRecord;
 use tidemark_operators::hashing::sha256_hex;
-use tidemark_operators::ingest::EventType;
 use tidemark_operators::time::{interval_start, millis};
 use tidemark_operators::{CloseIntervals, Failures};
 use tidemark_sinks::audit::{decode_audit, write_audit, write_snapshots};
@@ -167,7 +166,7 @@ pub fn replay(
             let (files, reader, dcfg) = (files.clone(), reader.clone(), dcfg.clone());
             worker.dataflow::<u64, _, _>(|scope| {
                 let rows = archive_source(scope, files, reader, 0, to, failures.clone())
-                    .filter(move |a| a.logical_time >= warm || a.event_type == EventType::Posture);
+                    .filter(move |a| needed_from(a, warm));
                 let outs = decide(rows, dcfg, failures.clone());
                 let (st1, st2) = (stats.clone(), stats.clone());
                 let audit = outs

@@ -20,10 +20,9 @@ use timely::dataflow::operators::vec::{Filter, Map};
 use timely::dataflow::operators::Inspect;
 
 use tidemark_dataflows::labels::{LabelBook, LABEL_TYPE};
-use tidemark_dataflows::pipeline::decide;
+use tidemark_dataflows::pipeline::{decide, needed_from};
 use tidemark_operators::dataset::{DatasetRow, Split};
 use tidemark_operators::hashing::{bucket_of, sha256_hex};
-use tidemark_operators::ingest::EventType;
 use tidemark_operators::{CloseIntervals, Failures};
 use tidemark_sinks::dataset::DatasetLayout;
 use tidemark_sinks::layout::MANIFEST_PREFIX;
@@ -252,7 +251,7 @@ pub fn build(
             let (labels, entries, dir) = (labels.clone(), entries.clone(), dir.clone());
             worker.dataflow::<u64, _, _>(|scope| {
                 let rows = archive_source(scope, files, reader, 0, Some(to), failures.clone())
-                    .filter(move |a| a.logical_time >= warm || a.event_type == EventType::Posture);
+                    .filter(move |a| needed_from(a, warm));
                 let outs = decide(rows, dcfg, failures.clone());
                 let chunks = outs
                     .details
